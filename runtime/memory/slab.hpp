@@ -1,0 +1,192 @@
+// ioq::detail::Slab: the preallocated request slab.
+//
+// What it is
+//   A fixed number of equal slots carved from one mimalloc arena at creation.
+//   Each slot holds a state word, a runtime object area (the request) and an
+//   inline context area whose size the creator chooses. Free slots are named by
+//   their index and live either in a shared free ring (an MpmcRing of indices)
+//   or in a per-thread cache refilled from and drained to that ring in batches,
+//   so the common allocation touches no shared cache line.
+//
+// Handles
+//   A slot is named outside the slab by a 64-bit handle:
+//       bits 63..56  slab id (1..255; 0 never names a slab, so handle 0 is null)
+//       bits 55..32  slot index
+//       bits 31..0   generation
+//   The low 32 bits of a slot's state word hold its generation, which is odd
+//   while the slot is allocated and even while it is free; allocate and release
+//   each advance it by one. A handle whose generation is not the slot's current
+//   one is stale (the slot was released, maybe reused) and is rejected with
+//   Status::invalid_handle; so is a handle naming another slab or an index past
+//   the end. Nothing is dereferenced on the strength of an unchecked handle.
+//   The high 32 bits of the state word are free for the owner of the slot (the
+//   queue layer keeps the request state there, so a single compare-exchange
+//   checks the generation and changes the state); allocate and release clear them.
+//
+// Operations
+//   allocate()          a slot, or insufficient_resources (exhausted, or the
+//                       allocation hook injected a failure). Never blocks.
+//   release(h)          checked: invalid_handle for stale, forged or double release.
+//   release_owned(i)    unchecked, for a caller that already proved ownership
+//                       with a compare-exchange on the state word.
+//   validate / resolve  check a handle; resolve also returns the object pointer.
+//
+// Threads
+//   Every operation is safe from any thread. A thread without a thread index
+//   (more than kMaxThreads alive) uses the shared ring directly. Free slots in
+//   one thread's cache are not visible to another thread's allocation: the
+//   slab may report exhaustion while up to (2 x cache_batch) slots per thread
+//   sit in caches. flush_thread_cache() hands the calling thread's back.
+//
+// Memory ordering
+//   A release followed by an allocate of the same slot on another thread is
+//   ordered by the free ring (release store of the cell / acquire load), so the
+//   new owner sees the slot exactly as the old owner left it. The state word's
+//   generation is stored with release at allocate and advanced by an acq_rel
+//   compare-exchange at release; validate() loads it with acquire.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include <ioq/fault.hpp>
+#include <ioq/result.hpp>
+#include <ioq/status.hpp>
+
+#include "base/cacheline.hpp"
+#include "base/thread_index.hpp"
+#include "ring/mpmc_ring.hpp"
+
+namespace ioq::detail {
+
+using Handle = std::uint64_t;
+inline constexpr Handle kNullHandle = 0;
+
+inline constexpr std::uint32_t handle_slab_id(Handle h) noexcept {
+  return static_cast<std::uint32_t>(h >> 56);
+}
+inline constexpr std::uint32_t handle_index(Handle h) noexcept {
+  return static_cast<std::uint32_t>(h >> 32) & 0xFFFFFFu;
+}
+inline constexpr std::uint32_t handle_generation(Handle h) noexcept {
+  return static_cast<std::uint32_t>(h);
+}
+inline constexpr Handle make_handle(std::uint32_t slab_id, std::uint32_t index,
+                                    std::uint32_t generation) noexcept {
+  return (static_cast<Handle>(slab_id) << 56) | (static_cast<Handle>(index & 0xFFFFFFu) << 32) |
+         generation;
+}
+
+struct SlabConfig {
+  std::uint32_t slots = 1024;        // number of slots, 1 .. 2^24-1
+  std::uint32_t object_bytes = 0;    // runtime object area per slot (aligned to 16)
+  std::uint32_t context_bytes = 0;   // caller's inline context area per slot
+  std::uint32_t cache_batch = 32;    // per-thread refill/drain batch, 1 .. 1024
+};
+
+struct SlabStats {
+  std::uint64_t allocations = 0;     // successful allocate() calls
+  std::uint64_t releases = 0;        // successful release()/release_owned() calls
+  std::uint64_t exhausted = 0;       // allocate() failures for want of a free slot
+  std::uint64_t injected = 0;        // allocate() failures injected by the hook
+  std::uint64_t rejected = 0;        // stale or forged handles refused
+  std::uint32_t free_slots = 0;      // snapshot: ring + every thread cache
+  std::uint32_t slots = 0;           // total
+};
+
+class Slab {
+ public:
+  struct Allocation {
+    Status status = Status::insufficient_resources;
+    Handle handle = kNullHandle;
+    std::uint32_t index = 0;
+    void* object = nullptr;
+  };
+
+  // Creates a slab; fails with invalid_parameter for a bad config,
+  // insufficient_resources when the arena cannot be allocated or 255 slabs exist.
+  static Result<std::unique_ptr<Slab>> create(const SlabConfig& config);
+
+  ~Slab();
+  Slab(const Slab&) = delete;
+  Slab& operator=(const Slab&) = delete;
+
+  [[nodiscard]] Allocation allocate() noexcept;
+  [[nodiscard]] Status release(Handle h) noexcept;
+  void release_owned(std::uint32_t index) noexcept;
+
+  [[nodiscard]] Status validate(Handle h) const noexcept;
+  [[nodiscard]] tl::expected<void*, Status> resolve(Handle h) const noexcept;
+
+  // Installs (or, with an empty hook, removes) the fault-injection hook.
+  void set_alloc_hook(AllocHook hook) noexcept;
+
+  // Returns the calling thread's cached free slots to the shared ring.
+  void flush_thread_cache() noexcept;
+
+  [[nodiscard]] SlabStats stats() const noexcept;
+
+  // Slot geometry. Index must be < slots().
+  [[nodiscard]] std::uint32_t slots() const noexcept { return slots_; }
+  [[nodiscard]] std::uint32_t id() const noexcept { return id_; }
+  [[nodiscard]] std::size_t stride() const noexcept { return stride_; }
+  [[nodiscard]] void* object(std::uint32_t index) const noexcept {
+    return base_ + index * stride_ + kObjectOffset;
+  }
+  [[nodiscard]] void* context(std::uint32_t index) const noexcept {
+    return base_ + index * stride_ + context_offset_;
+  }
+  [[nodiscard]] std::uint32_t context_bytes() const noexcept { return context_bytes_; }
+  [[nodiscard]] std::atomic<std::uint64_t>& word(std::uint32_t index) const noexcept {
+    return *reinterpret_cast<std::atomic<std::uint64_t>*>(base_ + index * stride_);
+  }
+  [[nodiscard]] std::uint32_t index_of(const void* object) const noexcept {
+    return static_cast<std::uint32_t>(
+        (static_cast<const std::byte*>(object) - kObjectOffset - base_) / stride_);
+  }
+  [[nodiscard]] Handle handle_of(std::uint32_t index) const noexcept {
+    return make_handle(id_, index,
+                       static_cast<std::uint32_t>(word(index).load(std::memory_order_acquire)));
+  }
+
+  // The slab a handle names, or nullptr (null handle, unknown id).
+  [[nodiscard]] static Slab* from_handle(Handle h) noexcept;
+
+ private:
+  struct Cache;
+  static constexpr std::size_t kObjectOffset = 16;  // after the state word, 16-aligned
+
+  Slab(const SlabConfig& config, std::uint32_t id, std::byte* base, std::size_t stride,
+       std::size_t context_offset);
+
+  Cache* cache_for_this_thread() noexcept;
+  bool refill(Cache& c) noexcept;
+  void push_free(const std::uint32_t* items, std::size_t n) noexcept;
+  void recycle(std::uint32_t index) noexcept;
+  Allocation take(std::uint32_t index) noexcept;
+
+  const std::uint32_t slots_;
+  const std::uint32_t id_;
+  const std::uint32_t batch_;
+  const std::uint32_t context_bytes_;
+  std::byte* const base_;
+  const std::size_t stride_;
+  const std::size_t context_offset_;
+
+  std::atomic<bool (*)(void*) noexcept> hook_fn_{nullptr};
+  std::atomic<void*> hook_ctx_{nullptr};
+
+  MpmcRing<std::uint32_t> free_;
+  std::unique_ptr<std::atomic<Cache*>[]> caches_;
+
+  // Counters for threads without a cache (rare); padded away from the hot fields.
+  alignas(kCacheLine) std::atomic<std::uint64_t> shared_allocs_{0};
+  std::atomic<std::uint64_t> shared_releases_{0};
+  std::atomic<std::uint64_t> shared_exhausted_{0};
+  std::atomic<std::uint64_t> shared_injected_{0};
+  mutable std::atomic<std::uint64_t> rejected_{0};
+};
+
+}  // namespace ioq::detail
