@@ -57,6 +57,18 @@ TEST(MpmcRing, FullAndEmptyEdges) {
   EXPECT_EQ(ring.size_approx(), 0u);
 }
 
+TEST(MpmcRing, BulkFormsWrapTheArrayEnd) {
+  // Bursts that straddle the end of the array move in ticket order.
+  MpmcRing<std::uint64_t> ring(8);
+  std::uint64_t in[8], out[8];
+  for (std::uint64_t base = 0; base < 800; base += 5) {
+    for (std::uint64_t i = 0; i < 5; ++i) in[i] = base + i;
+    ASSERT_EQ(ring.try_push_n(in, 5), 5u);
+    ASSERT_EQ(ring.try_pop_n(out, 8), 5u);
+    for (std::uint64_t i = 0; i < 5; ++i) ASSERT_EQ(out[i], base + i);
+  }
+}
+
 TEST(MpmcRing, BulkFormsMoveWhatFitsInOrder) {
   MpmcRing<std::uint64_t> ring(16);
   std::uint64_t in[40];
@@ -109,46 +121,60 @@ TEST(MpmcRing, WrapAroundThousandsOfTimes) {
   }
 }
 
-// A pointer-sized payload that counts its live instances.
+// An instance-counting payload: the ring carries owning pointers to Counted
+// objects. The consumer that pops a pointer destroys its object, so a lost item
+// shows up as a leak (live > 0 after draining) and a duplicated item as a
+// double destroy (destroyed > constructed, caught by the per-object flag).
 struct Counted {
   static inline std::atomic<long> live{0};
-  static inline std::atomic<long> constructed{0};
-  std::uintptr_t value = 0;
-
-  Counted() noexcept { live++, constructed++; }
-  explicit Counted(std::uintptr_t v) noexcept : value(v) { live++, constructed++; }
-  Counted(const Counted& o) noexcept : value(o.value) { live++, constructed++; }
-  Counted(Counted&& o) noexcept : value(o.value) { live++, constructed++; }
-  Counted& operator=(const Counted&) noexcept = default;
-  Counted& operator=(Counted&&) noexcept = default;
-  ~Counted() { live--; }
+  static inline std::atomic<long> double_destroys{0};
+  explicit Counted(std::uintptr_t v) : value(v) { live++; }
+  ~Counted() {
+    if (destroyed.exchange(true)) double_destroys++;
+    live--;
+  }
+  std::uintptr_t value;
+  std::atomic<bool> destroyed{false};
 };
-static_assert(sizeof(Counted) == sizeof(void*));
 
 TEST(MpmcRing, InstanceCountingPayloadNoLeakNoDoubleDestroy) {
   Counted::live = 0;
-  {
-    MpmcRing<Counted> ring(32);
-    for (std::uintptr_t i = 0; i < 20; ++i) ASSERT_TRUE(ring.try_push(Counted(i)));
-    EXPECT_EQ(Counted::live.load(), 20) << "exactly one live copy per queued item";
-    {
-      Counted out;
-      for (std::uintptr_t i = 0; i < 8; ++i) {
-        ASSERT_TRUE(ring.try_pop(out));
-        EXPECT_EQ(out.value, i);
-      }
-      EXPECT_EQ(Counted::live.load(), 12 + 1);
+  Counted::double_destroys = 0;
+  MpmcRing<Counted*> ring(32);
+  std::uintptr_t next_out = 0;
+  auto pop_and_destroy = [&](std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      Counted* c = nullptr;
+      ASSERT_TRUE(ring.try_pop(c));
+      ASSERT_EQ(c->value, next_out++);
+      delete c;
     }
-    Counted batch[8];
-    for (std::uintptr_t i = 0; i < 8; ++i) batch[i].value = 100 + i;
-    ASSERT_EQ(ring.try_push_n(batch, 8), 8u);
-    EXPECT_EQ(Counted::live.load(), 12 + 8 + 8);  // the moved-from batch still lives
-    Counted got[4];
-    ASSERT_EQ(ring.try_pop_n(got, 4), 4u);
-    EXPECT_EQ(Counted::live.load(), 16 + 8 + 4);
+  };
+  for (std::uintptr_t i = 0; i < 20; ++i) ASSERT_TRUE(ring.try_push(new Counted(i)));
+  EXPECT_EQ(Counted::live.load(), 20);
+  pop_and_destroy(8);
+  EXPECT_EQ(Counted::live.load(), 12);
+  Counted* batch[8];
+  for (std::uintptr_t i = 0; i < 8; ++i) batch[i] = new Counted(20 + i);
+  ASSERT_EQ(ring.try_push_n(batch, 8), 8u);
+  Counted* got[4];
+  ASSERT_EQ(ring.try_pop_n(got, 4), 4u);
+  for (Counted* c : got) {
+    EXPECT_EQ(c->value, next_out++);
+    delete c;
   }
-  // The ring destroyed the 16 items it still held; the locals are gone too.
-  EXPECT_EQ(Counted::live.load(), 0) << "a leak (>0) or a double destroy (<0)";
+  // Wrap the ring many times with owned items in flight.
+  std::uintptr_t next_in = 28;
+  for (int lap = 0; lap < 1000; ++lap) {
+    for (int i = 0; i < 16; ++i) ASSERT_TRUE(ring.try_push(new Counted(next_in++)));
+    pop_and_destroy(16);
+  }
+  EXPECT_EQ(Counted::live.load(), 16) << "exactly the queued items are alive";
+  pop_and_destroy(16);
+  Counted* none = nullptr;
+  EXPECT_FALSE(ring.try_pop(none));
+  EXPECT_EQ(Counted::live.load(), 0) << "an item was lost (leak)";
+  EXPECT_EQ(Counted::double_destroys.load(), 0) << "an item was delivered twice";
 }
 
 // P producers and C consumers move `total` tagged items; every item must be
@@ -229,6 +255,7 @@ void exactly_once(unsigned producers, unsigned consumers, std::uint64_t total, b
   EXPECT_EQ(missing, 0u);
   std::uint64_t leftover;
   EXPECT_FALSE(ring.try_pop(leftover));
+  EXPECT_EQ(ring.size_approx(), 0u);
 }
 
 class RingExactlyOnce : public ::testing::TestWithParam<std::tuple<unsigned, unsigned>> {};

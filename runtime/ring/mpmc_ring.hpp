@@ -1,56 +1,64 @@
-// ioq::detail::MpmcRing: a bounded, lock-free, multi-producer multi-consumer ring.
+// ioq::detail::MpmcRing: a bounded, lock-free, multi-producer multi-consumer
+// ring of pointer-sized items.
 //
 // What it is
-//   A fixed array of cells, each holding one item and a sequence number (the
-//   per-cell ticket scheme described by Dmitry Vyukov). Producers claim a ticket
-//   by advancing `tail`, consumers by advancing `head`; a cell's sequence says
-//   whether it is free for the producer of ticket t (seq == t) or published for
-//   the consumer of ticket t (seq == t + 1). Each operation publishes its own
-//   cell, so no producer ever waits for another producer to finish (rings that
-//   commit the tail in ticket order stall every producer behind a descheduled
-//   one), and no consumer waits for another consumer.
+//   Two parallel arrays of `capacity` cells: an item and a sequence number per
+//   cell. Producers claim tickets by advancing `tail`, consumers by advancing
+//   `head`; ticket t lives in cell t mod capacity.
+//     * A producer may claim tickets [t, t+k) once consumers have claimed every
+//       ticket below t+k-capacity (it reads `head`, through a cached copy).
+//       It then stores the items and publishes each cell by storing seq = t+1.
+//     * A consumer reads the cell of the head ticket t, checks seq == t+1
+//       (published for this lap), copies the item out, and only then claims t
+//       by a compare-exchange of `head` from t to t+1. A consumer that loses
+//       the race drops its copy and retries; one that wins owns the copy it
+//       already holds, so the cell is free the moment `head` moves past it and
+//       consumers never write to the cells at all.
+//   Each producer publishes its own cells, so no producer ever waits for
+//   another producer (rings that commit the tail in ticket order stall every
+//   producer behind a descheduled one, and collapse when threads outnumber
+//   cores), and no consumer waits for another consumer.
+//
+//   Items must be trivially copyable and at most 8 bytes (pointers, indices,
+//   handles): a consumer copies an item before it owns it.
 //
 // Operations
 //   try_push / try_pop            one item; false when full / empty.
-//   try_push_n / try_pop_n        up to n items with a single ticket claim;
-//                                 return how many moved (burst semantics).
+//   try_push_n / try_pop_n        up to n items with one ticket claim; return
+//                                 how many moved, in order (burst semantics).
 //   size_approx                   a snapshot, exact only when quiescent.
 //
-//   "Full" and "empty" are linearizable for a quiescent ring; under contention
-//   try_pop may report empty while a producer that claimed an earlier ticket has
-//   not yet published it (the item becomes visible when that producer finishes),
-//   and try_push may report full while a consumer is still releasing a cell.
+//   Under contention try_pop may report empty while a producer that claimed an
+//   earlier ticket has not yet published it (the item appears when it does),
+//   and try_push may report full against a momentarily stale head.
 //
 // Lifetime and threads
-//   Every operation is safe from any thread and is noexcept for
-//   nothrow-move-constructible items. Construction allocates the cells once;
-//   nothing allocates afterwards. Destruction must not race with any operation;
-//   it destroys the items still queued.
+//   Every operation is safe from any thread, noexcept, and allocation-free.
+//   Construction allocates the two arrays once. Destruction must not race with
+//   any operation; items still queued are simply dropped (they are values).
 //
 // Memory ordering
-//   A producer's release store of a cell's sequence publishes the item it just
-//   constructed to the consumer's acquire load of that sequence; a consumer's
-//   release store of the next-lap sequence hands the emptied cell back to the
-//   producer's acquire load. Everything a producer wrote before try_push is
-//   therefore visible to the consumer that pops the item. The tickets themselves
-//   (`head`, `tail`) are only claimed, never used to publish data, so their
-//   compare-exchanges are relaxed.
+//   * Items: a producer's release store of a cell's seq publishes the item it
+//     stored before it to the consumer's acquire load of that seq.
+//   * Reuse: a consumer's compare-exchange of `head` is a release, so its read
+//     of the item happens before any producer that acquires the new `head` (or
+//     acquires `head_cache`, which is stored with release from such a load)
+//     overwrites the cell in the next lap.
+//   * `tail` is only claimed, never used to publish: its compare-exchanges are
+//     relaxed. Items are relaxed atomics; the seq pairs above order them.
 //
 // Layout
-//   The two tickets sit on their own cache lines (checked below). Consecutive
-//   tickets are spread over different cache lines (`remap`), so a producer
-//   filling ticket t+1 does not invalidate the line a consumer is reading for
-//   ticket t; the bulk forms still move contiguous tickets.
+//   `tail` and the producers' cached copy of `head` share the producers' cache
+//   line; `head` has a line of its own (checked below). The arrays are
+//   contiguous, so a burst touches 8 sequences and 8 items per cache line.
 #pragma once
 
 #include <atomic>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <new>
 #include <type_traits>
-#include <utility>
 
 #include "base/cacheline.hpp"
 
@@ -58,9 +66,9 @@ namespace ioq::detail {
 
 template <typename T>
 class MpmcRing {
-  static_assert(std::is_nothrow_move_constructible_v<T>,
-                "ring items must be nothrow-move-constructible");
-  static_assert(std::is_nothrow_destructible_v<T>);
+  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= sizeof(std::uint64_t),
+                "ring items are pointer-sized values (pointers, indices, handles)");
+  static_assert(std::atomic<T>::is_always_lock_free);
 
  public:
   using value_type = T;
@@ -70,127 +78,91 @@ class MpmcRing {
       : idx_{},
         capacity_(std::bit_ceil(min_capacity < 2 ? std::size_t{2} : min_capacity)),
         mask_(capacity_ - 1),
-        line_shift_(compute_line_shift(capacity_)),
-        cells_(static_cast<Cell*>(::operator new(sizeof(Cell) * capacity_,
-                                                 std::align_val_t{kCacheLine}))) {
+        seq_(static_cast<std::atomic<std::uint64_t>*>(::operator new(
+            sizeof(std::atomic<std::uint64_t>) * capacity_, std::align_val_t{kCacheLine}))),
+        items_(static_cast<std::atomic<T>*>(
+            ::operator new(sizeof(std::atomic<T>) * capacity_, std::align_val_t{kCacheLine}))) {
     for (std::size_t i = 0; i < capacity_; ++i) {
-      Cell* c = new (&cells_[i]) Cell;
-      c->seq.store(ticket_of_index(i), std::memory_order_relaxed);
+      new (&seq_[i]) std::atomic<std::uint64_t>(0);  // ticket i expects i+1: empty
+      new (&items_[i]) std::atomic<T>(T{});
     }
-    idx_.head.store(0, std::memory_order_relaxed);
-    idx_.tail.store(0, std::memory_order_relaxed);
   }
 
   MpmcRing(const MpmcRing&) = delete;
   MpmcRing& operator=(const MpmcRing&) = delete;
 
   ~MpmcRing() {
-    if constexpr (!std::is_trivially_destructible_v<T>) {
-      // Destroy what is still queued, in ticket order.
-      const std::uint64_t tail = idx_.tail.load(std::memory_order_relaxed);
-      for (std::uint64_t t = idx_.head.load(std::memory_order_relaxed); t != tail; ++t) {
-        Cell& c = cells_[remap(t)];
-        if (c.seq.load(std::memory_order_relaxed) == t + 1) c.ptr()->~T();
-      }
-    }
-    for (std::size_t i = 0; i < capacity_; ++i) cells_[i].~Cell();
-    ::operator delete(cells_, std::align_val_t{kCacheLine});
+    ::operator delete(seq_, std::align_val_t{kCacheLine});
+    ::operator delete(items_, std::align_val_t{kCacheLine});
   }
 
   [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
 
-  // Snapshot of the number of items; exact only when no operation is in flight.
+  // Snapshot of the number of claimed-but-unconsumed tickets; exact only when
+  // no operation is in flight.
   [[nodiscard]] std::size_t size_approx() const noexcept {
-    const std::uint64_t t = idx_.tail.load(std::memory_order_relaxed);
     const std::uint64_t h = idx_.head.load(std::memory_order_relaxed);
+    const std::uint64_t t = idx_.tail.load(std::memory_order_relaxed);
     return t > h ? static_cast<std::size_t>(t - h) : 0;
   }
 
-  // Pushes one item. Returns false (and leaves `item` untouched) when full.
-  template <typename U>
-  [[nodiscard]] bool try_push(U&& item) noexcept {
+  // Pushes one item. Returns false when full.
+  [[nodiscard]] bool try_push(T item) noexcept {
     std::uint64_t pos = idx_.tail.load(std::memory_order_relaxed);
-    Cell* cell;
     for (;;) {
-      cell = &cells_[remap(pos)];
-      // acquire: pairs with the release store of seq in try_pop/try_pop_n, so the
-      // previous lap's item is fully moved out before this producer reuses the cell.
-      const std::uint64_t seq = cell->seq.load(std::memory_order_acquire);
-      const auto dif = static_cast<std::int64_t>(seq - pos);
-      if (dif == 0) {
-        if (idx_.tail.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed,
-                                        std::memory_order_relaxed))
-          break;
-      } else if (dif < 0) {
-        return false;  // the cell of this ticket still holds last lap's item: full
-      } else {
-        pos = idx_.tail.load(std::memory_order_relaxed);
-      }
+      if (!has_room(pos, 1)) return false;
+      if (idx_.tail.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed,
+                                          std::memory_order_relaxed))
+        break;
     }
-    new (cell->ptr()) T(std::forward<U>(item));
-    // release: publishes the item to the acquire load of seq in try_pop/try_pop_n.
-    cell->seq.store(pos + 1, std::memory_order_release);
+    const std::size_t i = pos & mask_;
+    items_[i].store(item, std::memory_order_relaxed);
+    // release: publishes the item to the consumer's acquire load of seq in try_pop*.
+    seq_[i].store(pos + 1, std::memory_order_release);
     return true;
   }
 
   // Pops one item into `out`. Returns false when empty.
   [[nodiscard]] bool try_pop(T& out) noexcept {
     std::uint64_t pos = idx_.head.load(std::memory_order_relaxed);
-    Cell* cell;
     for (;;) {
-      cell = &cells_[remap(pos)];
-      // acquire: pairs with the release store of seq in try_push/try_push_n, so the
-      // item's construction (and all the producer wrote before it) is visible.
-      const std::uint64_t seq = cell->seq.load(std::memory_order_acquire);
+      const std::size_t i = pos & mask_;
+      // acquire: pairs with the producer's release store of seq in try_push*.
+      const std::uint64_t seq = seq_[i].load(std::memory_order_acquire);
       const auto dif = static_cast<std::int64_t>(seq - (pos + 1));
-      if (dif == 0) {
-        if (idx_.head.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed,
-                                        std::memory_order_relaxed))
-          break;
-      } else if (dif < 0) {
-        return false;  // not yet published for this lap: empty
-      } else {
+      if (dif < 0) return false;  // not yet published for this lap: empty
+      if (dif > 0) {              // the cell is a lap ahead: `pos` is stale
         pos = idx_.head.load(std::memory_order_relaxed);
+        continue;
+      }
+      const T item = items_[i].load(std::memory_order_relaxed);
+      // release: orders the read of the item before the claim, for the next
+      // lap's producer that acquires `head` (see has_room).
+      if (idx_.head.compare_exchange_weak(pos, pos + 1, std::memory_order_release,
+                                          std::memory_order_relaxed)) {
+        out = item;
+        return true;
       }
     }
-    T* p = cell->ptr();
-    out = std::move(*p);
-    p->~T();
-    // release: hands the empty cell to the acquire load of seq in try_push/try_push_n
-    // of the next lap's producer.
-    cell->seq.store(pos + capacity_, std::memory_order_release);
-    return true;
   }
 
-  // Pushes up to n items from `items` (moved from) with one ticket claim.
-  // Returns the number pushed; items [0, result) were consumed in order.
-  [[nodiscard]] std::size_t try_push_n(T* items, std::size_t n) noexcept {
+  // Pushes up to n items from `items` with one ticket claim. Returns how many
+  // were pushed: items [0, result), in order.
+  [[nodiscard]] std::size_t try_push_n(const T* items, std::size_t n) noexcept {
     if (n == 0) return 0;
     std::uint64_t pos = idx_.tail.load(std::memory_order_relaxed);
     std::size_t k;
     for (;;) {
-      k = 0;
-      // acquire (each load): pairs with the consumers' release stores of seq, as in
-      // try_push. Only cells found free for their own ticket are claimed below.
-      while (k < n &&
-             cells_[remap(pos + k)].seq.load(std::memory_order_acquire) == pos + k)
-        ++k;
-      if (k == 0) {
-        const std::uint64_t seq = cells_[remap(pos)].seq.load(std::memory_order_relaxed);
-        if (static_cast<std::int64_t>(seq - pos) < 0) return 0;  // full
-        pos = idx_.tail.load(std::memory_order_relaxed);
-        continue;
-      }
+      k = room(pos, n);
+      if (k == 0) return 0;
       if (idx_.tail.compare_exchange_weak(pos, pos + k, std::memory_order_relaxed,
-                                      std::memory_order_relaxed))
+                                          std::memory_order_relaxed))
         break;
     }
-    for (std::size_t i = 0; i < k; ++i) {
-      Cell& c = cells_[remap(pos + i)];
-      new (c.ptr()) T(std::move(items[i]));
-      // release: publishes this item to the consumers' acquire loads of seq.
-      c.seq.store(pos + i + 1, std::memory_order_release);
-    }
+    const std::size_t first = pos & mask_;
+    const std::size_t n1 = std::min(k, capacity_ - first);  // up to the array's end
+    publish(seq_ + first, items_ + first, items, n1, pos + 1);
+    publish(seq_, items_, items + n1, k - n1, pos + n1 + 1);
     return k;
   }
 
@@ -198,88 +170,114 @@ class MpmcRing {
   [[nodiscard]] std::size_t try_pop_n(T* out, std::size_t n) noexcept {
     if (n == 0) return 0;
     std::uint64_t pos = idx_.head.load(std::memory_order_relaxed);
-    std::size_t k;
     for (;;) {
-      k = 0;
-      // acquire (each load): pairs with the producers' release stores of seq.
-      while (k < n &&
-             cells_[remap(pos + k)].seq.load(std::memory_order_acquire) == pos + k + 1)
-        ++k;
+      const std::size_t first = pos & mask_;
+      const std::size_t n1 = std::min(n, capacity_ - first);  // up to the array's end
+      std::size_t k = take_published(seq_ + first, items_ + first, out, n1, pos + 1);
+      if (k == n1 && k < n)
+        k += take_published(seq_, items_, out + k, std::min(n - k, first), pos + k + 1);
       if (k == 0) {
-        const std::uint64_t seq = cells_[remap(pos)].seq.load(std::memory_order_relaxed);
+        const std::uint64_t seq = seq_[first].load(std::memory_order_relaxed);
         if (static_cast<std::int64_t>(seq - (pos + 1)) < 0) return 0;  // empty
-        pos = idx_.head.load(std::memory_order_relaxed);
+        pos = idx_.head.load(std::memory_order_relaxed);                // stale
         continue;
       }
-      if (idx_.head.compare_exchange_weak(pos, pos + k, std::memory_order_relaxed,
-                                      std::memory_order_relaxed))
-        break;
+      // release: as in try_pop, the reads above happen before the claim.
+      if (idx_.head.compare_exchange_weak(pos, pos + k, std::memory_order_release,
+                                          std::memory_order_relaxed))
+        return k;
     }
-    for (std::size_t i = 0; i < k; ++i) {
-      Cell& c = cells_[remap(pos + i)];
-      T* p = c.ptr();
-      out[i] = std::move(*p);
-      p->~T();
-      // release: returns the cell to the next lap's producer (acquire in try_push*).
-      c.seq.store(pos + i + capacity_, std::memory_order_release);
-    }
-    return k;
   }
 
  private:
-  struct Cell {
-    std::atomic<std::uint64_t> seq;
-    alignas(T) unsigned char storage[sizeof(T)];
-    T* ptr() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
-  };
-
-  static constexpr std::size_t kCellsPerLine =
-      sizeof(Cell) >= kCacheLine ? 1 : kCacheLine / sizeof(Cell);
-  static constexpr unsigned kCellsPerLineLog2 =
-      static_cast<unsigned>(std::countr_zero(kCellsPerLine));
-
-  // Spreads consecutive tickets over consecutive cache lines: ticket t lands in
-  // line (t mod lines), slot (t div lines) mod cells-per-line. A bijection on
-  // [0, capacity) because both factors are powers of two. Rings smaller than
-  // cells-per-line squared keep the identity mapping.
-  static unsigned compute_line_shift(std::size_t capacity) noexcept {
-    if (kCellsPerLine == 1 || capacity < kCellsPerLine * kCellsPerLine) return 0;
-    return static_cast<unsigned>(std::countr_zero(capacity)) - kCellsPerLineLog2;
+  // Number of tickets from `pos` (at most n) whose cells consumers have
+  // released, i.e. below head + capacity.
+  std::size_t room(std::uint64_t pos, std::size_t n) noexcept {
+    // acquire: pairs with the release store below, extending the chain from the
+    // consumers' release compare-exchange of head.
+    std::uint64_t head = idx_.head_cache.load(std::memory_order_acquire);
+    std::uint64_t free = head + capacity_ - pos;
+    if (static_cast<std::int64_t>(free) < static_cast<std::int64_t>(n)) {
+      // acquire: pairs with the consumers' release compare-exchange of head, so
+      // their reads of the cells being reused happened before our stores.
+      head = idx_.head.load(std::memory_order_acquire);
+      // release: lets other producers rely on this value through head_cache.
+      idx_.head_cache.store(head, std::memory_order_release);
+      free = head + capacity_ - pos;
+      if (static_cast<std::int64_t>(free) <= 0) return 0;
+    }
+    return std::min<std::size_t>(n, static_cast<std::size_t>(free));
   }
-  std::size_t remap(std::uint64_t ticket) const noexcept {
-    const std::size_t i = static_cast<std::size_t>(ticket) & mask_;
-    if (line_shift_ == 0) return i;
-    const std::size_t lines_mask = (std::size_t{1} << line_shift_) - 1;
-    return ((i & lines_mask) << kCellsPerLineLog2) | (i >> line_shift_);
+  bool has_room(std::uint64_t pos, std::size_t n) noexcept { return room(pos, n) == n; }
+
+  // Copies out the items of the cells from s[0] (at most n) published as
+  // expect, expect+1, ...; returns how many. Four cells at a time without a
+  // branch per cell, then one by one.
+  static std::size_t take_published(const std::atomic<std::uint64_t>* s, const std::atomic<T>* src,
+                                    T* dst, std::size_t n, std::uint64_t expect) noexcept {
+    std::size_t k = 0;
+    // acquire (every seq load): pairs with the producers' release stores in
+    // publish() and try_push, so each item read after its seq is the published one.
+    for (; k + 4 <= n; k += 4) {
+      const std::uint64_t d = (s[k].load(std::memory_order_acquire) ^ (expect + k)) |
+                              (s[k + 1].load(std::memory_order_acquire) ^ (expect + k + 1)) |
+                              (s[k + 2].load(std::memory_order_acquire) ^ (expect + k + 2)) |
+                              (s[k + 3].load(std::memory_order_acquire) ^ (expect + k + 3));
+      if (d != 0) break;
+      dst[k] = src[k].load(std::memory_order_relaxed);
+      dst[k + 1] = src[k + 1].load(std::memory_order_relaxed);
+      dst[k + 2] = src[k + 2].load(std::memory_order_relaxed);
+      dst[k + 3] = src[k + 3].load(std::memory_order_relaxed);
+    }
+    for (; k < n && s[k].load(std::memory_order_acquire) == expect + k; ++k)
+      dst[k] = src[k].load(std::memory_order_relaxed);
+    return k;
   }
-  // Initial sequence of the cell at array index i is the ticket mapped to it.
-  std::uint64_t ticket_of_index(std::size_t index) const noexcept {
-    if (line_shift_ == 0) return index;
-    const std::size_t line = index >> kCellsPerLineLog2;
-    const std::size_t slot = index & (kCellsPerLine - 1);
-    return (slot << line_shift_) | line;
+  // Stores n items into cells from s[0] and publishes them as first, first+1, ...
+  static void publish(std::atomic<std::uint64_t>* s, std::atomic<T>* dst, const T* src,
+                      std::size_t n, std::uint64_t first) noexcept {
+    // release (every seq store): publishes the item stored just before it to the
+    // consumers' acquire loads in take_published() and try_pop.
+    std::size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+      dst[i].store(src[i], std::memory_order_relaxed);
+      dst[i + 1].store(src[i + 1], std::memory_order_relaxed);
+      dst[i + 2].store(src[i + 2], std::memory_order_relaxed);
+      dst[i + 3].store(src[i + 3], std::memory_order_relaxed);
+      s[i].store(first + i, std::memory_order_release);
+      s[i + 1].store(first + i + 1, std::memory_order_release);
+      s[i + 2].store(first + i + 2, std::memory_order_release);
+      s[i + 3].store(first + i + 3, std::memory_order_release);
+    }
+    for (; i < n; ++i) {
+      dst[i].store(src[i], std::memory_order_relaxed);
+      s[i].store(first + i, std::memory_order_release);
+    }
   }
 
   struct Indices {
-    // Producers' ticket: on its own line so producer CASes never bounce the consumers'.
-    alignas(kCacheLine) std::atomic<std::uint64_t> tail;
-    // Consumers' ticket: on its own line for the same reason.
-    alignas(kCacheLine) std::atomic<std::uint64_t> head;
+    // Producers' line: the tail ticket and the producers' cached copy of head.
+    alignas(kCacheLine) std::atomic<std::uint64_t> tail{0};
+    std::atomic<std::uint64_t> head_cache{0};
+    // Consumers' line: written by every pop, read by producers only when their
+    // cached copy says the ring might be full.
+    alignas(kCacheLine) std::atomic<std::uint64_t> head{0};
   };
   static_assert(std::is_standard_layout_v<Indices>);
   static_assert(offsetof(Indices, head) - offsetof(Indices, tail) >= kCacheLine,
                 "head and tail must not share a cache line");
   static_assert(sizeof(Indices) == 2 * kCacheLine,
                 "the read-only fields after Indices must start on a fresh line");
-  static_assert(sizeof(T) > sizeof(std::uint64_t) || sizeof(Cell) == 2 * sizeof(std::uint64_t),
-                "a cell is a sequence number and one item, nothing more");
+  static_assert(sizeof(std::atomic<std::uint64_t>) == 8 &&
+                    std::atomic<std::uint64_t>::is_always_lock_free,
+                "sequences are plain lock-free 64-bit words");
 
   Indices idx_;
   // Read-only after construction; they follow idx_ on a line of their own.
   const std::size_t capacity_;
   const std::size_t mask_;
-  const unsigned line_shift_;
-  Cell* const cells_;
+  std::atomic<std::uint64_t>* const seq_;  // seq_[i] == t+1: ticket t published in cell i
+  std::atomic<T>* const items_;
 };
 
 }  // namespace ioq::detail
