@@ -48,6 +48,7 @@ enum class [[nodiscard]] Status : std::int32_t {
   usage_already_completed,     // completing (or acting on) a completed request
   usage_not_owned,             // the caller does not own the request
   usage_cancelable,            // the request is marked cancelable (unmark first)
+  usage_not_cancelable,        // unmark on a request that is not marked cancelable
   usage_slot_busy,             // a second Stop/Drain/Purge callback in a busy slot
   usage_in_handler,            // a synchronous wait from a handler of the same queue
 

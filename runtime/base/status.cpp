@@ -26,6 +26,7 @@ std::string_view to_string(Status s) noexcept {
     case Status::usage_already_completed: return "usage_already_completed";
     case Status::usage_not_owned: return "usage_not_owned";
     case Status::usage_cancelable: return "usage_cancelable";
+    case Status::usage_not_cancelable: return "usage_not_cancelable";
     case Status::usage_slot_busy: return "usage_slot_busy";
     case Status::usage_in_handler: return "usage_in_handler";
     case Status::io_error: return "io_error";

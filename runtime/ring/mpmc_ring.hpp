@@ -106,6 +106,16 @@ class MpmcRing {
     return t > h ? static_cast<std::size_t>(t - h) : 0;
   }
 
+  // Tickets claimed so far by producers / consumers (snapshots). A consumer
+  // that must see every item pushed before some moment pops until
+  // consumed_tickets() reaches claimed_tickets() read at that moment.
+  [[nodiscard]] std::uint64_t claimed_tickets() const noexcept {
+    return idx_.tail.load(std::memory_order_acquire);
+  }
+  [[nodiscard]] std::uint64_t consumed_tickets() const noexcept {
+    return idx_.head.load(std::memory_order_acquire);
+  }
+
   // Pushes one item. Returns false when full.
   [[nodiscard]] bool try_push(T item) noexcept {
     std::uint64_t pos = idx_.tail.load(std::memory_order_relaxed);

@@ -1,0 +1,322 @@
+// DeviceImpl: creation, routing, submission, cancellation, files, power.
+#include <tbb/task_arena.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "base/backoff.hpp"
+#include "queue/impl.hpp"
+
+namespace ioq::detail {
+
+using namespace qs;
+
+struct DeviceImpl::Arena {
+  explicit Arena(int workers) : arena(workers) {}
+  tbb::task_arena arena;
+};
+
+DeviceImpl::DeviceImpl(const DeviceConfig& config) : cfg_(config) {
+  abort_on_misuse_.store(config.abort_on_misuse, std::memory_order_relaxed);
+}
+
+DeviceImpl::~DeviceImpl() {
+  // Passive-level loops still running hold pointers to queues.
+  while (passive_tasks_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  queues_.clear();
+}
+
+Status DeviceImpl::init() noexcept {
+  auto slab = Slab::create(SlabConfig{.slots = cfg_.max_requests,
+                                      .object_bytes = static_cast<std::uint32_t>(sizeof(RequestImpl)),
+                                      .context_bytes = cfg_.request_context_bytes,
+                                      .cache_batch = 32});
+  if (!slab) return slab.error().status;
+  slab_ = std::move(*slab);
+  for (std::uint32_t i = 0; i < slab_->slots(); ++i) {
+    auto* r = new (slab_->object(i)) RequestImpl;
+    r->device = this;
+    r->slab = slab_.get();
+    r->index = i;
+  }
+  if (cfg_.alloc_hook) slab_->set_alloc_hook(cfg_.alloc_hook);
+  return Status::success;
+}
+
+Status DeviceImpl::usage(Status s, const char* what) noexcept {
+  verifier_[static_cast<std::size_t>(s)].fetch_add(1, std::memory_order_relaxed);
+  if (abort_on_misuse_.load(std::memory_order_relaxed)) {
+    std::fprintf(stderr, "ioq: usage error (%s) on device %s: %s\n", to_string(s).data(), cfg_.name, what);
+    std::abort();
+  }
+  return s;
+}
+
+void DeviceImpl::finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err) noexcept {
+  Packet* p = r->packet;
+  r->packet = nullptr;
+  // What a submitter sees for the framework's busy/paused codes.
+  if (status == Status::wdf_paused || status == Status::wdf_busy) status = Status::device_busy;
+  p->status = status;
+  p->information = info;
+  p->sys_errno = err;
+  // The slot is free before the callback runs: a callback that submits again
+  // can reuse it at once. Nothing of r is touched after this.
+  slab_->release_owned(r->index);
+  counters_.add(kCompletedPackets);
+  p->on_complete(*p);
+}
+
+void DeviceImpl::run_passive(QueueImpl* q) noexcept {
+  passive_tasks_.fetch_add(1, std::memory_order_acq_rel);
+  arena_->arena.enqueue([this, q] {
+    q->run_loop();
+    passive_tasks_.fetch_sub(1, std::memory_order_acq_rel);
+  });
+}
+
+std::vector<QueueImpl*> DeviceImpl::queue_list() const {
+  std::lock_guard lock(control_);
+  std::vector<QueueImpl*> out;
+  out.reserve(queues_.size());
+  for (const auto& q : queues_) out.push_back(q.get());
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Set-up
+
+Result<Queue*> DeviceImpl::create_queue_impl(const QueueConfig& c) {
+  std::lock_guard lock(control_);
+  if (c.dispatch != DispatchType::sequential && c.dispatch != DispatchType::parallel &&
+      c.dispatch != DispatchType::manual)
+    return fail(Status::invalid_parameter, "create_queue: unknown dispatch type");
+  if (c.execution != ExecutionLevel::dispatch && c.execution != ExecutionLevel::passive)
+    return fail(Status::invalid_parameter, "create_queue: unknown execution level");
+  const bool has_io_handler = c.on_read || c.on_write || c.on_device_control ||
+                              c.on_internal_device_control || c.on_default;
+  if (c.dispatch == DispatchType::manual && has_io_handler)
+    return fail(Status::invalid_parameter, "create_queue: a manual queue takes no I/O handler");
+  if (c.dispatch != DispatchType::manual && !has_io_handler)
+    return fail(Status::wdf_no_callback, "create_queue: a sequential or parallel queue needs an I/O handler");
+  if (c.max_presented.has_value() && c.dispatch != DispatchType::parallel)
+    return fail(Status::invalid_parameter, "create_queue: max_presented applies to parallel queues only");
+  if (c.max_presented.has_value() && *c.max_presented == 0)
+    return fail(Status::invalid_parameter, "create_queue: max_presented 0 would never deliver");
+  if (c.default_queue && started_.load(std::memory_order_acquire))
+    return fail(Status::invalid_device_state, "create_queue: the default queue must exist before start()");
+  if (c.default_queue && default_queue_ != nullptr)
+    return fail(Status::invalid_device_request, "create_queue: the device already has a default queue");
+  bool pm;
+  if (cfg_.control_device) {
+    pm = false;
+  } else {
+    switch (c.power_managed) {
+      case TriState::yes: pm = true; break;
+      case TriState::no: pm = false; break;
+      default: pm = !cfg_.filter; break;
+    }
+  }
+  if (c.execution == ExecutionLevel::passive && !arena_) {
+    const int workers = cfg_.passive_workers != 0
+                            ? static_cast<int>(cfg_.passive_workers)
+                            : static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
+    arena_ = std::make_unique<Arena>(workers);
+  }
+  auto q = std::make_unique<QueueImpl>(*this, c, pm);
+  QueueImpl* raw = q.get();
+  queues_.push_back(std::move(q));
+  if (c.default_queue) default_queue_ = raw;
+  return static_cast<Queue*>(raw);
+}
+
+Status DeviceImpl::route_impl(Queue& queue, RequestType type) noexcept {
+  std::lock_guard lock(control_);
+  if (type != RequestType::create && type != RequestType::read && type != RequestType::write &&
+      type != RequestType::device_control && type != RequestType::internal_device_control)
+    return Status::invalid_parameter;
+  QueueImpl& q = impl(queue);
+  if (&q.dev() != this) return Status::invalid_device_request;
+  if (started_.load(std::memory_order_acquire)) return Status::invalid_device_state;
+  if (!q.has_handler_for(type)) return Status::invalid_device_request;
+  if (&q == default_queue_) return Status::invalid_device_request;
+  QueueImpl*& slot = routes_[static_cast<std::size_t>(type)];
+  if (slot != nullptr && slot != &q) return Status::wdf_busy;
+  slot = &q;
+  return Status::success;
+}
+
+Status DeviceImpl::start_impl() noexcept {
+  std::lock_guard lock(control_);
+  if (started_.load(std::memory_order_acquire)) return Status::invalid_device_state;
+  // release: the routing table and queues are visible to every submitter that
+  // acquires started_.
+  started_.store(true, std::memory_order_release);
+  return Status::success;
+}
+
+// ---------------------------------------------------------------------------
+// Submission
+
+namespace {
+void complete_unbound(Packet& p, Status s) {
+  p.status = s;
+  p.information = 0;
+  p.on_complete(p);
+}
+}  // namespace
+
+Status DeviceImpl::submit_impl(Packet& p) noexcept {
+  if (p.on_complete == nullptr) {
+    p.status = Status::invalid_parameter;
+    return Status::invalid_parameter;
+  }
+  p.status = Status::pending;
+  p.information = 0;
+  p.sys_errno = 0;
+  p.request = 0;
+  // acquire: pairs with the release in start_impl().
+  if (!started_.load(std::memory_order_acquire)) {
+    complete_unbound(p, Status::invalid_device_state);
+    return Status::pending;
+  }
+  const auto t = static_cast<std::uint32_t>(p.type);
+  if (t >= kRequestTypeCount) {
+    complete_unbound(p, Status::invalid_parameter);
+    return Status::pending;
+  }
+  QueueImpl* q = routes_[t] != nullptr ? routes_[t] : default_queue_;
+  const bool pass_down =
+      cfg_.filter && (q == nullptr || (q == default_queue_ && routes_[t] == nullptr && !q->has_handler_for(p.type)));
+  if (pass_down) {
+    if (cfg_.lower != nullptr) return cfg_.lower->submit(p);
+    complete_unbound(p, Status::invalid_device_request);
+    return Status::pending;
+  }
+  if (q == nullptr) {
+    complete_unbound(p, Status::invalid_device_request);
+    return Status::pending;
+  }
+  const Slab::Allocation a = slab_->allocate();
+  if (a.status != Status::success) {
+    complete_unbound(p, Status::insufficient_resources);
+    return Status::pending;
+  }
+  auto* r = static_cast<RequestImpl*>(a.object);
+  r->packet = &p;
+  r->queue.store(nullptr, std::memory_order_relaxed);
+  r->cancel_cb.store(nullptr, std::memory_order_relaxed);
+  r->in_fifo = false;
+  // release: the bound packet is visible to whoever learns the handle.
+  r->word().store(rs::with_where(handle_generation(a.handle), rs::kNew), std::memory_order_release);
+  p.request = a.handle;
+  counters_.add(kSubmitted);
+  q->arrive(r);
+  return Status::pending;
+}
+
+Status DeviceImpl::cancel_impl(std::uint64_t handle) noexcept {
+  std::uint64_t w = 0;
+  RequestImpl* r = lookup(handle, w);
+  if (r == nullptr || r->device != this) return Status::invalid_handle;
+  const std::uint32_t hgen = handle_generation(handle);
+  for (;;) {
+    if (rs::gen(w) != hgen) return Status::invalid_handle;  // completed already
+    if (w & rs::kCanceled) return Status::success;          // canceled already
+    switch (rs::where(w)) {
+      case rs::kNew:
+        if (r->word().compare_exchange_weak(w, w | rs::kCanceled, std::memory_order_acq_rel,
+                                            std::memory_order_acquire))
+          return Status::success;  // the queue sees it when it inserts
+        continue;
+      case rs::kQueued:
+        // seq_cst: pairs with the inserter's re-check (see QueueImpl::recheck_canceled).
+        if (r->word().compare_exchange_weak(w, w | rs::kCanceled, std::memory_order_seq_cst,
+                                            std::memory_order_acquire)) {
+          r->queue.load(std::memory_order_acquire)->cancel_queued(r, hgen);
+          return Status::success;
+        }
+        continue;
+      case rs::kOwned:
+        if (w & rs::kCancelable) {
+          const std::uint64_t nw = (w & ~rs::kCancelable) | rs::kCanceled | rs::kCancelCb;
+          if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
+            r->queue.load(std::memory_order_acquire)->schedule_cancel_callback(r);
+            return Status::success;
+          }
+          continue;
+        }
+        if (r->word().compare_exchange_weak(w, w | rs::kCanceled, std::memory_order_acq_rel,
+                                            std::memory_order_acquire))
+          return Status::success;  // the driver sees it through is_canceled()
+        continue;
+      case rs::kCompleting:
+        return Status::success;  // completing right now: nothing left to cancel
+      default:
+        return Status::invalid_handle;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Files
+
+FileHandle DeviceImpl::open_file_impl() noexcept {
+  const std::uint64_t id = next_file_.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard lock(files_mu_);
+  open_files_.insert(id);
+  return FileHandle{id};
+}
+
+Status DeviceImpl::close_file_impl(FileHandle file) noexcept {
+  {
+    std::lock_guard lock(files_mu_);
+    if (open_files_.erase(file.value) == 0) return Status::invalid_handle;
+  }
+  for (QueueImpl* q : queue_list()) q->cleanup_file(file);
+  return Status::success;
+}
+
+// ---------------------------------------------------------------------------
+// Power
+
+Status DeviceImpl::suspend_impl() noexcept {
+  std::lock_guard lock(control_);
+  if (power_.load(std::memory_order_acquire) != PowerState::d0) return Status::invalid_device_state;
+  std::vector<QueueImpl*> pm;
+  for (const auto& q : queues_)
+    if (q->is_power_managed()) pm.push_back(q.get());
+  for (QueueImpl* q : pm) q->power_down(kStopSuspend);
+  for (QueueImpl* q : pm) q->wait_power_acks();
+  power_.store(PowerState::dx, std::memory_order_release);
+  return Status::success;
+}
+
+Status DeviceImpl::resume_impl() noexcept {
+  std::lock_guard lock(control_);
+  if (power_.load(std::memory_order_acquire) != PowerState::dx) return Status::invalid_device_state;
+  std::vector<QueueImpl*> pm;
+  for (const auto& q : queues_)
+    if (q->is_power_managed()) pm.push_back(q.get());
+  for (QueueImpl* q : pm) q->power_up_notify();
+  power_.store(PowerState::d0, std::memory_order_release);
+  // Dispatch resumes once every queue has been brought back.
+  for (QueueImpl* q : pm) q->power_up_release();
+  return Status::success;
+}
+
+Status DeviceImpl::remove_impl() noexcept {
+  std::lock_guard lock(control_);
+  if (power_.load(std::memory_order_acquire) == PowerState::removed) return Status::invalid_device_state;
+  std::vector<QueueImpl*> all;
+  for (const auto& q : queues_) all.push_back(q.get());
+  for (QueueImpl* q : all) q->shutdown();
+  for (QueueImpl* q : all) q->power_down(kStopPurge);
+  for (QueueImpl* q : all) q->wait_power_acks();
+  power_.store(PowerState::removed, std::memory_order_release);
+  return Status::success;
+}
+
+}  // namespace ioq::detail

@@ -1,0 +1,315 @@
+// ioq::detail: the implementation of devices, queues and requests.
+//
+// Data flow
+//   submit -> DeviceImpl::submit: allocate a RequestImpl from the slab, bind the
+//   packet, route by type -> QueueImpl::arrive:
+//     * fast path: nothing queued, nobody inserting, delivery allowed: one
+//       compare-exchange of the state word takes a driver slot and a loop slot,
+//       and the handler runs on the submitting thread;
+//     * otherwise: a compare-exchange reserves a queued slot (checking Accept),
+//       the request goes into the inbox ring, and a second update releases the
+//       inserter count and enters the dispatch loop if there is work.
+//   The dispatch loop (run_loop) holds a loop slot (X) and repeats: run queued
+//   callbacks, fire the stop/drain/purge callbacks, deliver the next request,
+//   until a compare-exchange that leaves the loop succeeds on an unchanged word.
+//
+// Who may touch what
+//   * The state word st_: any thread, by compare-exchange / fetch ops.
+//   * The inbox ring and the requeue stash: pushed by any thread (lock-free).
+//   * The FIFO (front list) and pops from inbox and stash: only the holder of the
+//     pop token (qs::kToken in st_), which is taken together with the count
+//     reservation and never held across a callback.
+//   * Control state (callback slots, ready-notify registration): under control_.
+//   * The event list: under events_mu_ (cancellations only, never the fast path).
+#pragma once
+
+#include <ioq/device.hpp>
+#include <ioq/queue.hpp>
+#include <ioq/request.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <vector>
+
+#include "base/per_thread.hpp"
+#include "memory/slab.hpp"
+#include "queue/state.hpp"
+#include "ring/mpmc_ring.hpp"
+
+namespace ioq::detail {
+
+class QueueImpl;
+class DeviceImpl;
+
+// The runtime object in each slab slot.
+struct RequestImpl {
+  Packet* packet = nullptr;
+  DeviceImpl* device = nullptr;
+  Slab* slab = nullptr;
+  std::uint32_t index = 0;
+  std::atomic<QueueImpl*> queue{nullptr};  // current queue (stable while queued)
+  // FIFO links, touched only by the holder of the queue's pop token.
+  RequestImpl* prev = nullptr;
+  RequestImpl* next = nullptr;
+  RequestImpl* stash_next = nullptr;       // requeue stash (Treiber stack)
+  RequestImpl* event_next = nullptr;       // queue event list (under events_mu_)
+  std::uint8_t event_kind = 0;
+  bool in_fifo = false;                    // linked in the FIFO (token holder only)
+  std::atomic<CancelCallback> cancel_cb{nullptr};
+  std::atomic<void*> cancel_ctx{nullptr};
+
+  [[nodiscard]] std::atomic<std::uint64_t>& word() const noexcept { return slab->word(index); }
+  [[nodiscard]] std::uint64_t handle_for(std::uint64_t w) const noexcept {
+    return make_handle(slab->id(), index, rs::gen(w));
+  }
+};
+
+// Resolves a handle to its request and current state word. Returns nullptr for
+// a handle naming no slab; otherwise the request, with `word` loaded (acquire).
+// The caller compares the generation.
+RequestImpl* lookup(std::uint64_t handle, std::uint64_t& word) noexcept;
+
+enum EventKind : std::uint8_t { kEventCancelCallback = 1, kEventCanceledOnQueue = 2 };
+
+class QueueImpl final : public Queue {
+ public:
+  QueueImpl(DeviceImpl& device, const QueueConfig& config, bool power_managed);
+  ~QueueImpl();
+
+  DeviceImpl& dev() const noexcept { return dev_; }
+  const QueueConfig& config() const noexcept { return cfg_; }
+  bool is_power_managed() const noexcept { return power_managed_; }
+  bool is_manual() const noexcept { return cfg_.dispatch == DispatchType::manual; }
+
+  // ---- data path ----
+  // A new request (state kNew) routed here by submit.
+  void arrive(RequestImpl* r) noexcept;
+  // Inserts a request the driver owns through another queue (forward) or a
+  // forwarded-in one; wdf_busy when not accepting (nothing changed).
+  Status accept_forward(RequestImpl* r, std::uint64_t w) noexcept;
+  // Called after the request left the driver's hands through this queue
+  // (completion, forward out, requeue, handed to canceled-on-queue... ) with
+  // the change to apply to st_ (e.g. -D1).
+  void release_driver(std::uint64_t delta_sub) noexcept {
+    if (update(0, delta_sub, 0, 0, false)) enter_loop();
+  }
+  // Requeue/stop-ack: owned request back to the head.
+  void requeue_head(RequestImpl* r) noexcept;
+  // The driver's request r was canceled while marked cancelable (or marked
+  // while canceled/latched): run its cancel callback from the loop.
+  void schedule_cancel_callback(RequestImpl* r) noexcept;
+  // A queued request r had its canceled flag set: remove and cancel it.
+  void cancel_queued(RequestImpl* r, std::uint32_t gen) noexcept;
+  // Close of a file: cancel its queued requests.
+  void cleanup_file(FileHandle f) noexcept;
+
+  bool latch_set() const noexcept { return (st_.load(std::memory_order_acquire) & qs::kLatch) != 0; }
+  std::uint64_t state_word() const noexcept { return st_.load(std::memory_order_acquire); }
+
+  // ---- power (device control path) ----
+  void power_down(std::uint32_t flags) noexcept;   // kStopSuspend or kStopPurge
+  void power_up_notify() noexcept;                 // resume callbacks
+  void power_up_release() noexcept;                // dispatch again
+  void shutdown() noexcept;                        // removal: no Accept, purge
+  void wait_power_acks() noexcept;
+  void power_ack_done() noexcept;                  // one notified request finished
+
+  // ---- Queue API ----
+  Status start_impl() noexcept;
+  Status stop_impl(QueueCallback cb, void* ctx, bool purge) noexcept;
+  Status drain_impl(QueueCallback cb, void* ctx, bool purge) noexcept;
+  enum class SyncOp { stop, stop_and_purge, drain, purge };
+  Status sync_impl(SyncOp op) noexcept;
+  QueueState get_state_impl() const noexcept;
+  Status ready_notify_impl(QueueCallback cb, void* ctx) noexcept;
+  Status retrieve_impl(FileHandle file, bool by_file, Request& out) noexcept;
+  Status find_impl(Request after, FileHandle file, Request& out) noexcept;
+  Status retrieve_found_impl(Request tag, Request& out) noexcept;
+  QueueCounters counters_impl() const noexcept;
+
+  enum Counter : std::size_t {
+    kArrived, kPresented, kCompleted, kCancelled, kForwarded, kRequeued, kRejected, kCounterCount
+  };
+  void count(Counter c) noexcept { counters_.add(c); }
+
+ private:
+  struct Slot {
+    QueueCallback fn = nullptr;
+    void* ctx = nullptr;
+  };
+
+  // True when a thread entering the loop (x_self = 0) or already in it
+  // (x_self = 1) has something to do in state `s`.
+  bool work_for(std::uint64_t s, std::uint32_t x_self) const noexcept;
+  // Applies a change to st_ and, when the new state has work for a thread
+  // outside the loop and either no thread is in the loop or `parallel_entry`,
+  // also takes a loop slot. Returns whether it did; the caller then calls
+  // enter_loop(). `ready_if_empty` sets kReady on a manual queue when Q was 0.
+  bool update(std::uint64_t add, std::uint64_t sub, std::uint64_t or_bits,
+              std::uint64_t clear_bits, bool parallel_entry, bool ready_if_empty = false) noexcept;
+  void kick() noexcept {
+    if (update(0, 0, 0, 0, false)) enter_loop();
+  }
+  void enter_loop() noexcept;  // with a loop slot held: run here, or on the arena
+  void present(RequestImpl* r, std::uint64_t w) noexcept;   // r owned, D counted
+  void run_events() noexcept;
+  void push_event(RequestImpl* r, EventKind kind) noexcept;
+  bool complete_zero_length(RequestImpl* r, std::uint64_t w) noexcept;
+
+  // Pop token.
+  void take_token() noexcept;
+  void release_token() noexcept;
+  RequestImpl* pop_locked() noexcept;          // stash, FIFO, inbox; nullptr if blocked/empty
+  void drain_inbox_locked() noexcept;          // everything pushed so far into the FIFO
+  void unlink_locked(RequestImpl* r) noexcept;
+  void append_locked(RequestImpl* r) noexcept;
+  void splice_stash_locked() noexcept;
+  // Claims a popped request: QUEUED -> OWNED|PRESENTED, returns the new word;
+  // or, when it is canceled (or the queue purges), disposes of it and returns 0.
+  std::uint64_t claim_popped(RequestImpl* r) noexcept;
+  // Removes every queued request (token held) and returns them as a list
+  // through event_next; counts are updated.
+  RequestImpl* take_all_queued_locked(bool only_canceled) noexcept;
+  void dispose_list(RequestImpl* list) noexcept;
+  void cancel_cancelable_owned() noexcept;
+  // Puts r (already counted in Q and I, state QUEUED) into the inbox.
+  void insert_counted(RequestImpl* r, std::uint32_t gen) noexcept;
+  // After a push: if r was canceled meanwhile, make sure someone removes it.
+  void recheck_canceled(RequestImpl* r, std::uint32_t gen) noexcept;
+  void wait_no_dispatcher() noexcept;
+  // Owned request r leaves with Status::cancelled (no canceled-on-queue).
+  void complete_owned(RequestImpl* r, std::uint64_t w, Status status) noexcept;
+
+public:
+  // r is owned by the driver through this queue and now canceled for the
+  // queue's reasons (requeue with the latch set, stop-ack during removal):
+  // canceled-on-queue when presented and registered, else completion.
+  void cancel_owned_as_queued(RequestImpl* r, std::uint64_t w) noexcept;
+  // r was owned through this queue and the caller moved it to kCompleting
+  // (w is the word before): complete its packet and release the driver slot.
+  void finish_owned(RequestImpl* r, std::uint64_t w, Status status, std::uint64_t info,
+                    std::int32_t err) noexcept;
+  void run_loop(RequestImpl* first = nullptr, std::uint64_t first_word = 0) noexcept;
+  bool has_handler_for(RequestType t) const noexcept;
+
+ private:
+  DeviceImpl& dev_;
+  const QueueConfig cfg_;
+  const bool power_managed_;
+  const std::uint32_t limit_;  // most owned requests before delivery stops
+
+  alignas(kCacheLine) std::atomic<std::uint64_t> st_;
+  alignas(kCacheLine) MpmcRing<RequestImpl*> inbox_;
+  std::atomic<RequestImpl*> stash_{nullptr};
+  // Token-protected FIFO of requests drained from the inbox.
+  RequestImpl* fifo_head_ = nullptr;
+  RequestImpl* fifo_tail_ = nullptr;
+
+  std::mutex control_;
+  Slot idle_slot_;   // written under control_ while kIdleArmed is clear
+  Slot purge_slot_;  // written under control_ while kPurgeArmed is clear
+  std::atomic<QueueCallback> ready_cb_{nullptr};
+  std::atomic<void*> ready_ctx_{nullptr};
+  std::atomic<bool> purge_mode_{false};
+  std::atomic<bool> cancel_scan_{false};
+  std::atomic<bool> shutdown_{false};
+
+  std::mutex events_mu_;
+  RequestImpl* events_head_ = nullptr;
+  RequestImpl* events_tail_ = nullptr;
+
+  std::atomic<std::int32_t> power_pending_{0};
+  PerThreadCounters<kCounterCount> counters_;
+
+  friend class DeviceImpl;
+};
+
+class DeviceImpl final : public Device {
+ public:
+  explicit DeviceImpl(const DeviceConfig& config);
+  ~DeviceImpl() override;
+
+  Status init() noexcept;  // after construction: slab, arena
+
+  const DeviceConfig& cfg() const noexcept { return cfg_; }
+  Slab& slab() noexcept { return *slab_; }
+
+  // Records a usage error; aborts with `what` when abort-on-misuse is on.
+  Status usage(Status s, const char* what) noexcept;
+  // Completes r (owned or not) toward its packet: fills status, frees the
+  // slot, runs the callback. The caller handles the queue counts.
+  void finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err) noexcept;
+  // Runs fn on the passive-level worker arena.
+  void run_passive(QueueImpl* q) noexcept;
+
+  // Implementations of the public API.
+  Result<Queue*> create_queue_impl(const QueueConfig& config);
+  Status route_impl(Queue& queue, RequestType type) noexcept;
+  Status start_impl() noexcept;
+  Status submit_impl(Packet& packet) noexcept;
+  Status cancel_impl(std::uint64_t handle) noexcept;
+  FileHandle open_file_impl() noexcept;
+  Status close_file_impl(FileHandle file) noexcept;
+  Status suspend_impl() noexcept;
+  Status resume_impl() noexcept;
+  Status remove_impl() noexcept;
+
+  // Scans every slot for requests owned through q matching `pred(word)`.
+  template <typename Fn>
+  void for_each_owned(QueueImpl* q, Fn&& fn) noexcept;
+
+  std::vector<QueueImpl*> queue_list() const;
+
+  DeviceConfig cfg_;
+  std::unique_ptr<Slab> slab_;
+  std::vector<std::unique_ptr<QueueImpl>> queues_;
+  mutable std::mutex control_;
+  QueueImpl* routes_[kRequestTypeCount] = {};
+  QueueImpl* default_queue_ = nullptr;
+  std::atomic<bool> started_{false};
+  std::atomic<PowerState> power_{PowerState::d0};
+  std::atomic<std::uint64_t> next_file_{1};
+  std::mutex files_mu_;
+  std::set<std::uint64_t> open_files_;
+  std::array<std::atomic<std::uint64_t>, kStatusCount> verifier_{};
+  std::atomic<bool> abort_on_misuse_{false};
+  enum DevCounter : std::size_t { kSubmitted, kCompletedPackets, kDevCounterCount };
+  PerThreadCounters<kDevCounterCount> counters_;
+  struct Arena;
+  std::unique_ptr<Arena> arena_;
+  std::atomic<std::int64_t> passive_tasks_{0};
+};
+
+template <typename Fn>
+void DeviceImpl::for_each_owned(QueueImpl* q, Fn&& fn) noexcept {
+  for (std::uint32_t i = 0; i < slab_->slots(); ++i) {
+    auto* r = static_cast<RequestImpl*>(slab_->object(i));
+    const std::uint64_t w = r->word().load(std::memory_order_acquire);
+    if (rs::where(w) != rs::kOwned) continue;
+    if (r->queue.load(std::memory_order_acquire) != q) continue;
+    fn(r, w);
+  }
+}
+
+// Thread-local record of the queues whose dispatch loop this thread is in.
+bool thread_in_loop_of(const QueueImpl* q) noexcept;
+class LoopScope {
+ public:
+  explicit LoopScope(const QueueImpl* q) noexcept;
+  ~LoopScope();
+  LoopScope(const LoopScope&) = delete;
+  LoopScope& operator=(const LoopScope&) = delete;
+
+ private:
+  bool pushed_;
+};
+
+inline QueueImpl& impl(Queue& q) noexcept { return static_cast<QueueImpl&>(q); }
+inline const QueueImpl& impl(const Queue& q) noexcept { return static_cast<const QueueImpl&>(q); }
+inline DeviceImpl& impl(Device& d) noexcept { return static_cast<DeviceImpl&>(d); }
+inline const DeviceImpl& impl(const Device& d) noexcept { return static_cast<const DeviceImpl&>(d); }
+
+}  // namespace ioq::detail

@@ -1,0 +1,1063 @@
+// QueueImpl: the queue state machine (see impl.hpp for the data flow and
+// state.hpp for the state word).
+#include <condition_variable>
+#include <thread>
+
+#include "base/backoff.hpp"
+#include "queue/impl.hpp"
+
+namespace ioq::detail {
+
+using namespace qs;
+
+namespace {
+
+// The queues whose dispatch loop the calling thread is in, innermost last.
+struct LoopStack {
+  static constexpr int kDepth = 32;
+  const QueueImpl* q[kDepth];
+  int depth = 0;
+};
+thread_local LoopStack t_loops;
+
+}  // namespace
+
+bool thread_in_loop_of(const QueueImpl* q) noexcept {
+  for (int i = 0; i < t_loops.depth; ++i)
+    if (t_loops.q[i] == q) return true;
+  return false;
+}
+
+LoopScope::LoopScope(const QueueImpl* q) noexcept : pushed_(t_loops.depth < LoopStack::kDepth) {
+  if (pushed_) t_loops.q[t_loops.depth++] = q;
+}
+
+LoopScope::~LoopScope() {
+  if (pushed_) --t_loops.depth;
+}
+
+// ---------------------------------------------------------------------------
+// Construction
+
+namespace {
+std::uint32_t limit_for(const QueueConfig& c) {
+  switch (c.dispatch) {
+    case DispatchType::sequential: return 1;
+    case DispatchType::parallel:
+      return std::min<std::uint32_t>(c.max_presented.value_or(kMaxRequests), kMaxRequests);
+    case DispatchType::manual: return kMaxRequests;
+  }
+  return 1;
+}
+}  // namespace
+
+QueueImpl::QueueImpl(DeviceImpl& device, const QueueConfig& config, bool power_managed)
+    : dev_(device),
+      cfg_(config),
+      power_managed_(power_managed),
+      limit_(limit_for(config)),
+      st_(kAccept | kDispatch |
+          (power_managed && device.power_.load(std::memory_order_relaxed) != PowerState::d0 ? kPnpHeld : 0)),
+      inbox_(device.slab_->slots()) {}
+
+QueueImpl::~QueueImpl() = default;
+
+bool QueueImpl::has_handler_for(RequestType t) const noexcept {
+  if (is_manual() || cfg_.on_default != nullptr) return true;
+  switch (t) {
+    case RequestType::read: return cfg_.on_read != nullptr;
+    case RequestType::write: return cfg_.on_write != nullptr;
+    case RequestType::device_control: return cfg_.on_device_control != nullptr;
+    case RequestType::internal_device_control: return cfg_.on_internal_device_control != nullptr;
+    default: return false;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The state word
+
+bool QueueImpl::work_for(std::uint64_t s, std::uint32_t x_self) const noexcept {
+  if ((s & kEvents) && !(s & kBarrier)) return true;
+  if ((s & kIdleArmed) && D(s) == 0 && X(s) == x_self) return true;
+  if ((s & kPurgeArmed) && D(s) == 0 && Q(s) == 0 && I(s) == 0 && X(s) == x_self) return true;
+  if (poppable(s) > 0 && purge_mode_.load(std::memory_order_acquire)) return true;
+  if (!can_dispatch(s)) return false;
+  if (is_manual()) return (s & kReady) && ready_cb_.load(std::memory_order_acquire) != nullptr;
+  return poppable(s) > 0 && D(s) < limit_;
+}
+
+bool QueueImpl::update(std::uint64_t add, std::uint64_t sub, std::uint64_t or_bits,
+                       std::uint64_t clear_bits, bool parallel_entry, bool ready_if_empty) noexcept {
+  const bool in_loop = thread_in_loop_of(this);
+  std::uint64_t s = st_.load(std::memory_order_relaxed);
+  for (;;) {
+    std::uint64_t ns = ((s + add - sub) | or_bits) & ~clear_bits;
+    if (ready_if_empty && is_manual() && Q(s) == 0) ns |= kReady;
+    bool enter = false;
+    if (!in_loop && X(ns) < kThreadMask && (X(ns) == 0 || parallel_entry) && work_for(ns, 0)) {
+      ns += kX1;
+      enter = true;
+    }
+    // acq_rel: every change of the state word both publishes what the caller
+    // did before it (a push, a completion) and observes what others published;
+    // the dispatch loop's exit compare-exchange pairs with all of them.
+    if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_relaxed))
+      return enter;
+  }
+}
+
+void QueueImpl::enter_loop() noexcept {
+  if (cfg_.execution == ExecutionLevel::passive)
+    dev_.run_passive(this);
+  else
+    run_loop();
+}
+
+// ---------------------------------------------------------------------------
+// The pop token and the FIFO (token holder only)
+
+void QueueImpl::take_token() noexcept {
+  Backoff backoff;
+  std::uint64_t s = st_.load(std::memory_order_relaxed);
+  for (;;) {
+    if (s & kToken) {
+      backoff.pause();
+      s = st_.load(std::memory_order_relaxed);
+      continue;
+    }
+    // acquire: pairs with the release in release_token(): the FIFO as the
+    // previous holder left it is visible.
+    if (st_.compare_exchange_weak(s, s | kToken, std::memory_order_acquire, std::memory_order_relaxed))
+      return;
+  }
+}
+
+void QueueImpl::release_token() noexcept {
+  // release: publishes this holder's FIFO changes to the next holder.
+  st_.fetch_and(~kToken, std::memory_order_release);
+}
+
+void QueueImpl::append_locked(RequestImpl* r) noexcept {
+  r->next = nullptr;
+  r->prev = fifo_tail_;
+  if (fifo_tail_) fifo_tail_->next = r; else fifo_head_ = r;
+  fifo_tail_ = r;
+  r->in_fifo = true;
+}
+
+void QueueImpl::unlink_locked(RequestImpl* r) noexcept {
+  if (r->prev) r->prev->next = r->next; else fifo_head_ = r->next;
+  if (r->next) r->next->prev = r->prev; else fifo_tail_ = r->prev;
+  r->prev = r->next = nullptr;
+  r->in_fifo = false;
+}
+
+void QueueImpl::splice_stash_locked() noexcept {
+  if (stash_.load(std::memory_order_relaxed) == nullptr) return;
+  // acquire: pairs with the release in requeue_head()'s push.
+  RequestImpl* list = stash_.exchange(nullptr, std::memory_order_acquire);
+  // The stash is newest first, which is the order requeues put them at the head.
+  RequestImpl* last = nullptr;
+  RequestImpl* first = list;
+  for (RequestImpl* r = list; r; r = r->stash_next) {
+    r->prev = last;
+    if (last) last->next = r;
+    r->in_fifo = true;
+    last = r;
+  }
+  if (!first) return;
+  last->next = fifo_head_;
+  if (fifo_head_) fifo_head_->prev = last; else fifo_tail_ = last;
+  fifo_head_ = first;
+}
+
+void QueueImpl::drain_inbox_locked() noexcept {
+  splice_stash_locked();
+  // Everything whose push started before now: wait for claimed tickets to be
+  // published (a producer between claiming and publishing takes nanoseconds).
+  const std::uint64_t target = inbox_.claimed_tickets();
+  Backoff backoff;
+  RequestImpl* buf[64];
+  while (inbox_.consumed_tickets() < target) {
+    const std::size_t n = inbox_.try_pop_n(buf, 64);
+    for (std::size_t i = 0; i < n; ++i) append_locked(buf[i]);
+    if (n == 0) backoff.pause(); else backoff.reset();
+  }
+}
+
+RequestImpl* QueueImpl::pop_locked() noexcept {
+  splice_stash_locked();
+  if (RequestImpl* r = fifo_head_) {
+    unlink_locked(r);
+    return r;
+  }
+  RequestImpl* r = nullptr;
+  return inbox_.try_pop(r) ? r : nullptr;
+}
+
+// ---------------------------------------------------------------------------
+// Arrival, insertion
+
+void QueueImpl::arrive(RequestImpl* r) noexcept {
+  const bool in_loop = thread_in_loop_of(this);
+  const bool fast_ok = !in_loop && !is_manual() && cfg_.execution == ExecutionLevel::dispatch;
+  std::uint64_t s = st_.load(std::memory_order_acquire);
+  for (;;) {
+    if (!(s & kAccept)) {
+      count(kRejected);
+      dev_.finish_packet(r, Status::invalid_device_state, 0, 0);
+      return;
+    }
+    // Fast path: nothing queued or being queued, delivery allowed, room for one
+    // more owned request: take a driver slot and a loop slot in one step.
+    if (fast_ok && can_dispatch(s) && !(s & (kEvents | kIdleArmed | kPurgeArmed)) && Q(s) == 0 &&
+        I(s) == 0 && D(s) < limit_ && X(s) < kThreadMask) {
+      if (st_.compare_exchange_weak(s, s + kD1 + kX1, std::memory_order_acq_rel,
+                                    std::memory_order_acquire)) {
+        count(kArrived);
+        r->queue.store(this, std::memory_order_release);
+        std::uint64_t w = r->word().load(std::memory_order_relaxed);
+        // New I/O that is already canceled is delivered anyway on this path.
+        while (!r->word().compare_exchange_weak(w, rs::with_where(w, rs::kOwned) | rs::kPresented,
+                                                std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        }
+        run_loop(r, rs::with_where(w, rs::kOwned) | rs::kPresented);
+        return;
+      }
+      continue;
+    }
+    if (I(s) >= kThreadMask - 1) {  // more inserters than the field holds: wait a moment
+      std::this_thread::yield();
+      s = st_.load(std::memory_order_acquire);
+      continue;
+    }
+    std::uint64_t ns = s + kQ1 + kI1;
+    if (is_manual() && Q(s) == 0) ns |= kReady;
+    // acq_rel: the accept check and the reservation are one step, ordered
+    // against stop/drain/purge's compare-exchanges on the same word.
+    if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+  }
+  count(kArrived);
+  r->queue.store(this, std::memory_order_release);
+  std::uint64_t w = r->word().load(std::memory_order_acquire);
+  for (;;) {
+    if (w & rs::kCanceled) {
+      // Already canceled and it must be queued: the insert fails, cancelled.
+      if (r->word().compare_exchange_weak(w, rs::with_where(w, rs::kCompleting),
+                                          std::memory_order_acq_rel, std::memory_order_acquire)) {
+        count(kCancelled);
+        dev_.finish_packet(r, Status::cancelled, 0, 0);
+        if (update(0, kQ1 + kI1, 0, 0, false)) enter_loop();
+        return;
+      }
+      continue;
+    }
+    if (r->word().compare_exchange_weak(w, rs::with_where(w, rs::kQueued), std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+      break;
+  }
+  insert_counted(r, rs::gen(w));
+}
+
+void QueueImpl::insert_counted(RequestImpl* r, std::uint32_t gen) noexcept {
+  // The inbox holds every request of the device at once, so a push can only
+  // fail against a momentarily stale head; retry.
+  Backoff backoff;
+  while (!inbox_.try_push(r)) backoff.pause();
+  const bool enter = update(0, kI1, 0, 0, /*parallel_entry=*/true);
+  recheck_canceled(r, gen);
+  if (enter) enter_loop();
+}
+
+void QueueImpl::recheck_canceled(RequestImpl* r, std::uint32_t gen) noexcept {
+  // A canceller that set kCanceled before our push may have drained the inbox
+  // without finding r; our update of st_ above is ordered after its token
+  // compare-exchange, so its kCanceled is visible here (see cancel_queued).
+  const std::uint64_t w = r->word().load(std::memory_order_acquire);
+  if (rs::gen(w) == gen && rs::where(w) == rs::kQueued && (w & rs::kCanceled) &&
+      r->queue.load(std::memory_order_acquire) == this) {
+    cancel_scan_.store(true, std::memory_order_release);
+    if (update(0, 0, kEvents, 0, false)) enter_loop();
+  }
+}
+
+Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w) noexcept {
+  std::uint64_t s = st_.load(std::memory_order_acquire);
+  for (;;) {
+    if (!(s & kAccept)) return Status::wdf_busy;
+    std::uint64_t ns = s + kQ1 + kI1;
+    if (is_manual() && Q(s) == 0) ns |= kReady;
+    if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+  }
+  QueueImpl* source = r->queue.load(std::memory_order_relaxed);
+  r->queue.store(this, std::memory_order_release);
+  for (;;) {
+    if (w & rs::kCanceled) {
+      // Already canceled: this queue's cancel path runs at once (spec 5.1).
+      if (cfg_.on_canceled_on_queue != nullptr) {
+        // The driver keeps it, now through this queue.
+        if (update(kD1, kQ1 + kI1, 0, 0, false)) enter_loop();
+        push_event(r, kEventCanceledOnQueue);
+      } else {
+        if (!r->word().compare_exchange_strong(w, rs::with_where(w, rs::kCompleting),
+                                               std::memory_order_acq_rel, std::memory_order_acquire))
+          continue;
+        count(kCancelled);
+        dev_.finish_packet(r, Status::cancelled, 0, 0);
+        if (update(0, kQ1 + kI1, 0, 0, false)) enter_loop();
+      }
+      return Status::success;
+    }
+    if (rs::where(w) != rs::kOwned || (w & (rs::kCancelable | rs::kCancelCb))) {
+      // The driver changed the request under us (a usage error it will see).
+      r->queue.store(source, std::memory_order_release);
+      if (update(0, kQ1 + kI1, 0, 0, false)) enter_loop();
+      return (w & (rs::kCancelable | rs::kCancelCb)) ? Status::usage_cancelable : Status::usage_not_owned;
+    }
+    if (r->word().compare_exchange_weak(w, rs::with_where(w, rs::kQueued), std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+      break;
+  }
+  insert_counted(r, rs::gen(w));
+  return Status::success;
+}
+
+void QueueImpl::requeue_head(RequestImpl* r) noexcept {
+  // r is already QUEUED (the caller's compare-exchange); push it on the stash.
+  const std::uint32_t gen = rs::gen(r->word().load(std::memory_order_relaxed));
+  RequestImpl* head = stash_.load(std::memory_order_relaxed);
+  do {
+    r->stash_next = head;
+    // release: publishes r's links to the token holder's acquire exchange.
+  } while (!stash_.compare_exchange_weak(head, r, std::memory_order_release, std::memory_order_relaxed));
+  count(kRequeued);
+  const bool enter = update(kQ1, kD1, 0, 0, false, /*ready_if_empty=*/true);
+  recheck_canceled(r, gen);
+  if (enter) enter_loop();
+}
+
+// ---------------------------------------------------------------------------
+// The dispatch loop
+
+void QueueImpl::run_loop(RequestImpl* first, std::uint64_t first_word) noexcept {
+  LoopScope scope(this);
+  if (first != nullptr) present(first, first_word);
+  Backoff backoff;
+  std::uint64_t blocked_at = 0;  // state in which a pop found the inbox head unpublished
+  std::uint64_t s = st_.load(std::memory_order_acquire);
+  for (;;) {
+    if ((s & kEvents) && !(s & kBarrier)) {
+      run_events();
+      s = st_.load(std::memory_order_acquire);
+      continue;
+    }
+    if ((s & kIdleArmed) && D(s) == 0 && X(s) == 1) {
+      const Slot slot = idle_slot_;  // stable while kIdleArmed is set
+      if (st_.compare_exchange_weak(s, s & ~(kIdleArmed | kLatch), std::memory_order_acq_rel,
+                                    std::memory_order_acquire)) {
+        if (slot.fn) slot.fn(*this, slot.ctx);
+        s = st_.load(std::memory_order_acquire);
+      }
+      continue;
+    }
+    if ((s & kPurgeArmed) && D(s) == 0 && Q(s) == 0 && I(s) == 0 && X(s) == 1) {
+      const Slot slot = purge_slot_;  // stable while kPurgeArmed is set
+      if (st_.compare_exchange_weak(s, s & ~(kPurgeArmed | kLatch), std::memory_order_acq_rel,
+                                    std::memory_order_acquire)) {
+        if (slot.fn) slot.fn(*this, slot.ctx);
+        s = st_.load(std::memory_order_acquire);
+      }
+      continue;
+    }
+    const bool purging = purge_mode_.load(std::memory_order_acquire);
+    if (poppable(s) > 0 && s != blocked_at &&
+        (purging || (can_dispatch(s) && !is_manual() && D(s) < limit_))) {
+      if (s & kToken) {
+        backoff.pause();
+        s = st_.load(std::memory_order_acquire);
+        continue;
+      }
+      // acq_rel: reserve one queued request as driver-owned and take the pop token.
+      if (!st_.compare_exchange_weak(s, s - kQ1 + kD1 + kToken, std::memory_order_acq_rel,
+                                     std::memory_order_acquire))
+        continue;
+      RequestImpl* r = pop_locked();
+      if (r == nullptr) {
+        // The inbox head is a ticket whose producer has not published yet; its
+        // producer's own update will bring us (or another thread) back.
+        s = st_.fetch_sub(kD1 + kToken - kQ1, std::memory_order_acq_rel) - (kD1 + kToken - kQ1);
+        blocked_at = s;
+        continue;
+      }
+      release_token();
+      backoff.reset();
+      if (const std::uint64_t w = claim_popped(r); w != 0) present(r, w);
+      s = st_.load(std::memory_order_acquire);
+      continue;
+    }
+    if (is_manual() && can_dispatch(s) && (s & kReady)) {
+      const QueueCallback cb = ready_cb_.load(std::memory_order_acquire);
+      void* ctx = ready_ctx_.load(std::memory_order_acquire);
+      if (cb != nullptr) {
+        if (st_.compare_exchange_weak(s, s & ~kReady, std::memory_order_acq_rel,
+                                      std::memory_order_acquire)) {
+          cb(*this, ctx);
+          s = st_.load(std::memory_order_acquire);
+        }
+        continue;
+      }
+    }
+    // Nothing for this thread: leave, unless the word changed since we looked.
+    if (st_.compare_exchange_weak(s, s - kX1, std::memory_order_acq_rel, std::memory_order_acquire))
+      return;
+  }
+}
+
+std::uint64_t QueueImpl::claim_popped(RequestImpl* r) noexcept {
+  std::uint64_t w = r->word().load(std::memory_order_acquire);
+  for (;;) {
+    if ((w & rs::kCanceled) || purge_mode_.load(std::memory_order_acquire)) {
+      // Canceled while queued, or the queue purges: spec 5.1. The reservation
+      // made it driver-owned already.
+      const std::uint64_t cw = w | rs::kCanceled;
+      if ((w & rs::kPresented) && cfg_.on_canceled_on_queue != nullptr) {
+        if (!r->word().compare_exchange_weak(w, rs::with_where(cw, rs::kOwned),
+                                             std::memory_order_acq_rel, std::memory_order_acquire))
+          continue;
+        push_event(r, kEventCanceledOnQueue);
+      } else {
+        if (!r->word().compare_exchange_weak(w, rs::with_where(cw, rs::kCompleting),
+                                             std::memory_order_acq_rel, std::memory_order_acquire))
+          continue;
+        count(kCancelled);
+        dev_.finish_packet(r, Status::cancelled, 0, 0);
+        release_driver(kD1);
+      }
+      return 0;
+    }
+    const std::uint64_t nw = rs::with_where(w, rs::kOwned) | rs::kPresented;
+    if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire))
+      return nw;
+  }
+}
+
+bool QueueImpl::complete_zero_length(RequestImpl* r, std::uint64_t w) noexcept {
+  const Packet* p = r->packet;
+  if (cfg_.allow_zero_length || p->length != 0 ||
+      (p->type != RequestType::read && p->type != RequestType::write))
+    return false;
+  complete_owned(r, w, Status::success);
+  return true;
+}
+
+void QueueImpl::present(RequestImpl* r, std::uint64_t w) noexcept {
+  count(kPresented);
+  if (complete_zero_length(r, w)) return;
+  IoHandler h = nullptr;
+  switch (r->packet->type) {
+    case RequestType::read: h = cfg_.on_read; break;
+    case RequestType::write: h = cfg_.on_write; break;
+    case RequestType::device_control: h = cfg_.on_device_control; break;
+    case RequestType::internal_device_control: h = cfg_.on_internal_device_control; break;
+    default: break;
+  }
+  if (h == nullptr) h = cfg_.on_default;
+  if (h == nullptr) {
+    complete_owned(r, w, Status::invalid_device_request);
+    return;
+  }
+  h(*this, Request(r->handle_for(w)));
+}
+
+void QueueImpl::complete_owned(RequestImpl* r, std::uint64_t w, Status status) noexcept {
+  while (!r->word().compare_exchange_weak(w, rs::with_where(w, rs::kCompleting), std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) {
+  }
+  finish_owned(r, w, status, 0, 0);
+}
+
+void QueueImpl::finish_owned(RequestImpl* r, std::uint64_t w, Status status, std::uint64_t info,
+                             std::int32_t err) noexcept {
+  const bool notified = (w & rs::kStopNotified) != 0;
+  count(kCompleted);
+  if (status == Status::cancelled) count(kCancelled);
+  dev_.finish_packet(r, status, info, err);
+  if (notified) power_ack_done();
+  release_driver(kD1);
+}
+
+void QueueImpl::cancel_owned_as_queued(RequestImpl* r, std::uint64_t w) noexcept {
+  if ((w & rs::kPresented) && cfg_.on_canceled_on_queue != nullptr) {
+    r->word().fetch_or(rs::kCanceled, std::memory_order_acq_rel);
+    push_event(r, kEventCanceledOnQueue);
+  } else {
+    complete_owned(r, w | rs::kCanceled, Status::cancelled);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Events: cancel callbacks and canceled-on-queue callbacks, run from the loop
+
+void QueueImpl::push_event(RequestImpl* r, EventKind kind) noexcept {
+  {
+    std::lock_guard lock(events_mu_);
+    r->event_kind = kind;
+    r->event_next = nullptr;
+    if (events_tail_) events_tail_->event_next = r; else events_head_ = r;
+    events_tail_ = r;
+  }
+  if (update(0, 0, kEvents, 0, false)) enter_loop();
+}
+
+void QueueImpl::schedule_cancel_callback(RequestImpl* r) noexcept { push_event(r, kEventCancelCallback); }
+
+void QueueImpl::run_events() noexcept {
+  // Clear the flag first: an event pushed after this is either taken below or
+  // sets the flag again (see push_event / recheck_canceled).
+  st_.fetch_and(~kEvents, std::memory_order_acq_rel);
+  if (cancel_scan_.exchange(false, std::memory_order_acq_rel)) {
+    take_token();
+    drain_inbox_locked();
+    RequestImpl* list = take_all_queued_locked(/*only_canceled=*/true);
+    release_token();
+    dispose_list(list);
+  }
+  RequestImpl* list;
+  {
+    std::lock_guard lock(events_mu_);
+    list = events_head_;
+    events_head_ = events_tail_ = nullptr;
+  }
+  while (list != nullptr) {
+    RequestImpl* r = list;
+    list = r->event_next;
+    const std::uint64_t w = r->word().load(std::memory_order_acquire);
+    const Request req(r->handle_for(w));
+    if (r->event_kind == kEventCancelCallback) {
+      const CancelCallback cb = r->cancel_cb.load(std::memory_order_acquire);
+      void* ctx = r->cancel_ctx.load(std::memory_order_acquire);
+      if (cb != nullptr) cb(req, ctx);
+    } else {
+      cfg_.on_canceled_on_queue(*this, req);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Cancellation of queued requests
+
+RequestImpl* QueueImpl::take_all_queued_locked(bool only_canceled) noexcept {
+  // Token held, inbox drained. Each removed request becomes either driver-owned
+  // (canceled-on-queue) or completing; counts move in one update.
+  RequestImpl* out = nullptr;
+  RequestImpl** tail = &out;
+  std::uint32_t removed = 0, owned = 0;
+  for (RequestImpl* r = fifo_head_; r != nullptr;) {
+    RequestImpl* next = r->next;
+    std::uint64_t w = r->word().load(std::memory_order_acquire);
+    if (!only_canceled || (w & rs::kCanceled)) {
+      unlink_locked(r);
+      for (;;) {
+        const std::uint64_t cw = w | rs::kCanceled;
+        const bool to_driver = (w & rs::kPresented) && cfg_.on_canceled_on_queue != nullptr;
+        const std::uint64_t nw = rs::with_where(cw, to_driver ? rs::kOwned : rs::kCompleting);
+        if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
+          owned += to_driver;
+          r->event_kind = to_driver ? kEventCanceledOnQueue : 0;
+          break;
+        }
+      }
+      ++removed;
+      r->event_next = nullptr;
+      *tail = r;
+      tail = &r->event_next;
+    }
+    r = next;
+  }
+  if (removed != 0) {
+    // No loop entry here: the token is held; the caller kicks afterwards.
+    std::uint64_t s = st_.load(std::memory_order_relaxed);
+    while (!st_.compare_exchange_weak(s, s - removed * kQ1 + owned * kD1, std::memory_order_acq_rel,
+                                      std::memory_order_relaxed)) {
+    }
+  }
+  return out;
+}
+
+void QueueImpl::dispose_list(RequestImpl* list) noexcept {
+  bool any = list != nullptr;
+  while (list != nullptr) {
+    RequestImpl* r = list;
+    list = r->event_next;
+    if (r->event_kind == kEventCanceledOnQueue) {
+      push_event(r, kEventCanceledOnQueue);
+    } else {
+      count(kCancelled);
+      dev_.finish_packet(r, Status::cancelled, 0, 0);
+    }
+  }
+  if (any) kick();
+}
+
+void QueueImpl::cancel_queued(RequestImpl* r, std::uint32_t gen) noexcept {
+  take_token();
+  drain_inbox_locked();
+  std::uint64_t w = r->word().load(std::memory_order_acquire);
+  const bool found = rs::gen(w) == gen && rs::where(w) == rs::kQueued &&
+                     r->queue.load(std::memory_order_acquire) == this && r->in_fifo;
+  bool to_driver = false;
+  if (found) {
+    unlink_locked(r);
+    for (;;) {
+      to_driver = (w & rs::kPresented) && cfg_.on_canceled_on_queue != nullptr;
+      const std::uint64_t nw = rs::with_where(w | rs::kCanceled, to_driver ? rs::kOwned : rs::kCompleting);
+      if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+    }
+    std::uint64_t s = st_.load(std::memory_order_relaxed);
+    while (!st_.compare_exchange_weak(s, s - kQ1 + (to_driver ? kD1 : 0), std::memory_order_acq_rel,
+                                      std::memory_order_relaxed)) {
+    }
+  }
+  release_token();
+  if (!found) {
+    // Still on its way into the queue (its producer is between reserving and
+    // pushing): its producer re-checks kCanceled after the push. Or it left
+    // the queue meanwhile, and whoever took it saw kCanceled.
+    w = r->word().load(std::memory_order_acquire);
+    if (rs::gen(w) == gen && rs::where(w) == rs::kQueued) {
+      cancel_scan_.store(true, std::memory_order_release);
+      if (update(0, 0, kEvents, 0, false)) enter_loop();
+    }
+    return;
+  }
+  if (to_driver) {
+    push_event(r, kEventCanceledOnQueue);
+  } else {
+    count(kCancelled);
+    dev_.finish_packet(r, Status::cancelled, 0, 0);
+    kick();
+  }
+}
+
+void QueueImpl::cleanup_file(FileHandle f) noexcept {
+  take_token();
+  drain_inbox_locked();
+  RequestImpl* out = nullptr;
+  RequestImpl** tail = &out;
+  std::uint32_t removed = 0, owned = 0;
+  for (RequestImpl* r = fifo_head_; r != nullptr;) {
+    RequestImpl* next = r->next;
+    if (r->packet->file == f) {
+      unlink_locked(r);
+      std::uint64_t w = r->word().load(std::memory_order_acquire);
+      bool to_driver;
+      for (;;) {
+        to_driver = (w & rs::kPresented) && cfg_.on_canceled_on_queue != nullptr;
+        const std::uint64_t nw = rs::with_where(w | rs::kCanceled, to_driver ? rs::kOwned : rs::kCompleting);
+        if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+      }
+      r->event_kind = to_driver ? kEventCanceledOnQueue : 0;
+      owned += to_driver;
+      ++removed;
+      r->event_next = nullptr;
+      *tail = r;
+      tail = &r->event_next;
+    }
+    r = next;
+  }
+  if (removed != 0) {
+    std::uint64_t s = st_.load(std::memory_order_relaxed);
+    while (!st_.compare_exchange_weak(s, s - removed * kQ1 + owned * kD1, std::memory_order_acq_rel,
+                                      std::memory_order_relaxed)) {
+    }
+  }
+  release_token();
+  dispose_list(out);
+}
+
+void QueueImpl::cancel_cancelable_owned() noexcept {
+  dev_.for_each_owned(this, [this](RequestImpl* r, std::uint64_t w) {
+    while ((w & rs::kCancelable) && rs::where(w) == rs::kOwned) {
+      const std::uint64_t nw = (w & ~rs::kCancelable) | rs::kCanceled | rs::kCancelCb;
+      if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        schedule_cancel_callback(r);
+        break;
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Control operations
+
+Status QueueImpl::start_impl() noexcept {
+  {
+    std::lock_guard lock(control_);
+    purge_mode_.store(false, std::memory_order_release);
+    const std::uint64_t accept = shutdown_.load(std::memory_order_acquire) ? 0 : kAccept;
+    std::uint64_t s = st_.load(std::memory_order_relaxed);
+    for (;;) {
+      std::uint64_t ns = (s | kDispatch | accept) & ~kLatch;
+      if (is_manual() && Q(s) > 0) ns |= kReady;
+      if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_relaxed)) break;
+    }
+  }
+  kick();
+  return Status::success;
+}
+
+Status QueueImpl::stop_impl(QueueCallback cb, void* ctx, bool purge) noexcept {
+  RequestImpl* canceled = nullptr;
+  {
+    std::lock_guard lock(control_);
+    std::uint64_t s = st_.load(std::memory_order_acquire);
+    if (cb != nullptr && (s & kIdleArmed))
+      return dev_.usage(Status::usage_slot_busy, "stop: the stop callback slot is busy");
+    if (cb != nullptr) idle_slot_ = Slot{cb, ctx};
+    const std::uint64_t accept = shutdown_.load(std::memory_order_acquire) ? 0 : kAccept;
+    for (;;) {
+      std::uint64_t ns = (s | accept) & ~kDispatch;
+      if (cb != nullptr) ns |= kIdleArmed;
+      if (purge) ns |= kLatch;
+      // release: publishes idle_slot_ to the loop's acquire load that sees kIdleArmed.
+      if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+    }
+    if (purge) {
+      // Cancel what is queued now; later arrivals stay queued.
+      take_token();
+      drain_inbox_locked();
+      canceled = take_all_queued_locked(false);
+      release_token();
+    }
+  }
+  if (purge) {
+    dispose_list(canceled);
+    cancel_cancelable_owned();
+  }
+  kick();
+  return Status::success;
+}
+
+Status QueueImpl::drain_impl(QueueCallback cb, void* ctx, bool purge) noexcept {
+  RequestImpl* canceled = nullptr;
+  {
+    std::lock_guard lock(control_);
+    std::uint64_t s = st_.load(std::memory_order_acquire);
+    if (cb != nullptr && (s & kPurgeArmed))
+      return dev_.usage(Status::usage_slot_busy,
+                        purge ? "purge: the drain/purge callback slot is busy"
+                              : "drain: the drain/purge callback slot is busy");
+    if (cb != nullptr) purge_slot_ = Slot{cb, ctx};
+    if (purge) purge_mode_.store(true, std::memory_order_release);
+    for (;;) {
+      std::uint64_t ns = s & ~kAccept;
+      if (cb != nullptr) ns |= kPurgeArmed;
+      if (purge) ns |= kLatch;
+      if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+    }
+    if (purge) {
+      take_token();
+      drain_inbox_locked();
+      canceled = take_all_queued_locked(false);
+      release_token();
+    }
+  }
+  if (purge) {
+    dispose_list(canceled);
+    cancel_cancelable_owned();
+  }
+  kick();
+  return Status::success;
+}
+
+Status QueueImpl::sync_impl(SyncOp op) noexcept {
+  if (thread_in_loop_of(this))
+    return dev_.usage(Status::usage_in_handler,
+                      "a synchronous stop/drain/purge from a handler of the same queue never returns");
+  struct Waiter {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+  } waiter;
+  const QueueCallback signal = [](Queue&, void* ctx) {
+    auto* wt = static_cast<Waiter*>(ctx);
+    // Notify under the mutex: the waiter cannot return (and destroy `waiter`)
+    // before this thread has unlocked.
+    std::lock_guard lock(wt->m);
+    wt->done = true;
+    wt->cv.notify_all();
+  };
+  Status s = Status::success;
+  switch (op) {
+    case SyncOp::stop: s = stop_impl(signal, &waiter, false); break;
+    case SyncOp::stop_and_purge: s = stop_impl(signal, &waiter, true); break;
+    case SyncOp::drain: s = drain_impl(signal, &waiter, false); break;
+    case SyncOp::purge: s = drain_impl(signal, &waiter, true); break;
+  }
+  if (s != Status::success) return s;
+  std::unique_lock lock(waiter.m);
+  waiter.cv.wait(lock, [&] { return waiter.done; });
+  return Status::success;
+}
+
+QueueState QueueImpl::get_state_impl() const noexcept {
+  const std::uint64_t s = st_.load(std::memory_order_acquire);
+  QueueState out;
+  if (s & kAccept) out.flags |= kQueueAccepting;
+  if (s & kDispatch) out.flags |= kQueueDispatching;
+  if (Q(s) == 0) out.flags |= kQueueNoRequests;
+  if (D(s) == 0) out.flags |= kQueueDriverNoRequests;
+  if (s & kPnpHeld) out.flags |= kQueuePnpHeld;
+  out.queued = Q(s);
+  out.driver_owned = D(s);
+  return out;
+}
+
+Status QueueImpl::ready_notify_impl(QueueCallback cb, void* ctx) noexcept {
+  {
+    std::lock_guard lock(control_);
+    if (!is_manual()) return Status::invalid_device_request;
+    const QueueCallback cur = ready_cb_.load(std::memory_order_acquire);
+    if (cb == nullptr) {
+      if (cur == nullptr || (st_.load(std::memory_order_acquire) & kDispatch))
+        return Status::invalid_device_request;
+      ready_cb_.store(nullptr, std::memory_order_release);
+      ready_ctx_.store(nullptr, std::memory_order_release);
+      return Status::success;
+    }
+    if (cur != nullptr) return Status::invalid_device_request;
+    ready_ctx_.store(ctx, std::memory_order_release);
+    ready_cb_.store(cb, std::memory_order_release);
+    // Registration with requests queued arms the notification.
+    std::uint64_t s = st_.load(std::memory_order_relaxed);
+    while (Q(s) > 0 && !(s & kReady) &&
+           !st_.compare_exchange_weak(s, s | kReady, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+    }
+  }
+  kick();
+  return Status::success;
+}
+
+Status QueueImpl::retrieve_impl(FileHandle file, bool by_file, Request& out) noexcept {
+  out = Request{};
+  if (cfg_.dispatch == DispatchType::parallel) return Status::invalid_device_state;
+  Backoff backoff;
+  for (;;) {
+    std::uint64_t s = st_.load(std::memory_order_acquire);
+    if (!(s & kDispatch) || (s & kPnpHeld)) return Status::wdf_paused;
+    RequestImpl* r = nullptr;
+    if (!by_file) {
+      if (Q(s) == 0) return Status::no_more_entries;
+      if (poppable(s) == 0 || (s & kToken)) {  // an insert in flight, or another popper
+        backoff.pause();
+        continue;
+      }
+      if (!st_.compare_exchange_weak(s, s - kQ1 + kD1 + kToken, std::memory_order_acq_rel,
+                                     std::memory_order_acquire))
+        continue;
+      r = pop_locked();
+      if (r == nullptr) {  // inbox head not yet published: undo, wait, retry
+        st_.fetch_sub(kD1 + kToken - kQ1, std::memory_order_acq_rel);
+        backoff.pause();
+        continue;
+      }
+      release_token();
+    } else {
+      take_token();
+      drain_inbox_locked();
+      for (RequestImpl* c = fifo_head_; c != nullptr; c = c->next) {
+        if (c->packet->file == file) {
+          r = c;
+          break;
+        }
+      }
+      if (r == nullptr) {
+        release_token();
+        return Status::no_more_entries;
+      }
+      unlink_locked(r);
+      s = st_.load(std::memory_order_relaxed);
+      while (!st_.compare_exchange_weak(s, s - kQ1 + kD1, std::memory_order_acq_rel,
+                                        std::memory_order_relaxed)) {
+      }
+      release_token();
+    }
+    const std::uint64_t w = claim_popped(r);
+    if (w == 0) continue;  // it was canceled: move on
+    count(kPresented);
+    if (complete_zero_length(r, w)) continue;  // completed success, move on
+    out = Request(r->handle_for(w));
+    return Status::success;
+  }
+}
+
+Status QueueImpl::find_impl(Request after, FileHandle file, Request& out) noexcept {
+  out = Request{};
+  if (!is_manual()) return Status::invalid_device_request;
+  take_token();
+  drain_inbox_locked();
+  RequestImpl* start = fifo_head_;
+  if (after) {
+    std::uint64_t w = 0;
+    RequestImpl* a = lookup(after.handle(), w);
+    if (a == nullptr || rs::gen(w) != handle_generation(after.handle()) || rs::where(w) != rs::kQueued ||
+        a->queue.load(std::memory_order_acquire) != this || !a->in_fifo) {
+      release_token();
+      return Status::not_found;
+    }
+    start = a->next;
+  }
+  for (RequestImpl* r = start; r != nullptr; r = r->next) {
+    const std::uint64_t w = r->word().load(std::memory_order_acquire);
+    if (w & rs::kCanceled) continue;
+    if (!file || r->packet->file == file) {
+      out = Request(r->handle_for(w));
+      release_token();
+      return Status::success;
+    }
+  }
+  release_token();
+  return Status::no_more_entries;
+}
+
+Status QueueImpl::retrieve_found_impl(Request tag, Request& out) noexcept {
+  out = Request{};
+  if (!is_manual()) return Status::invalid_device_request;
+  const std::uint64_t s = st_.load(std::memory_order_acquire);
+  if (!(s & kDispatch) || (s & kPnpHeld)) return Status::wdf_paused;
+  take_token();
+  drain_inbox_locked();
+  std::uint64_t w = 0;
+  RequestImpl* r = lookup(tag.handle(), w);
+  if (r == nullptr || rs::gen(w) != handle_generation(tag.handle()) || rs::where(w) != rs::kQueued ||
+      (w & rs::kCanceled) || r->queue.load(std::memory_order_acquire) != this || !r->in_fifo) {
+    release_token();
+    return Status::not_found;
+  }
+  unlink_locked(r);
+  std::uint64_t cur = st_.load(std::memory_order_relaxed);
+  while (!st_.compare_exchange_weak(cur, cur - kQ1 + kD1, std::memory_order_acq_rel,
+                                    std::memory_order_relaxed)) {
+  }
+  release_token();
+  const std::uint64_t nw = claim_popped(r);
+  if (nw == 0) return Status::not_found;
+  count(kPresented);
+  out = Request(r->handle_for(nw));
+  return Status::success;
+}
+
+QueueCounters QueueImpl::counters_impl() const noexcept {
+  const auto c = counters_.snapshot();
+  QueueCounters out;
+  out.arrived = c[kArrived];
+  out.presented = c[kPresented];
+  out.completed = c[kCompleted];
+  out.cancelled = c[kCancelled];
+  out.forwarded = c[kForwarded];
+  out.requeued = c[kRequeued];
+  out.rejected = c[kRejected];
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Power
+
+void QueueImpl::wait_no_dispatcher() noexcept {
+  Backoff backoff;
+  int rounds = 0;
+  while (X(st_.load(std::memory_order_acquire)) != 0) {
+    if (++rounds < 64) backoff.pause();
+    else std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+void QueueImpl::power_down(std::uint32_t flags) noexcept {
+  // 1. No new delivery and no callbacks; wait until no handler runs.
+  st_.fetch_or(kBarrier, std::memory_order_acq_rel);
+  wait_no_dispatcher();
+  // 2. The stop callback for every owned request that is not canceled.
+  struct Notice {
+    std::uint64_t handle;
+    bool cancelable;
+  };
+  std::vector<Notice> notices;
+  dev_.for_each_owned(this, [&](RequestImpl* r, std::uint64_t w) {
+    for (;;) {
+      if (rs::where(w) != rs::kOwned || (w & rs::kCanceled)) return;
+      const bool again = (w & rs::kStopNotified) != 0;
+      const std::uint64_t nw = (w | rs::kStopNotified) & ~rs::kAcked;
+      if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        if (!again) power_pending_.fetch_add(1, std::memory_order_acq_rel);
+        notices.push_back(Notice{r->handle_for(nw), (w & rs::kCancelable) != 0});
+        return;
+      }
+    }
+  });
+  if (cfg_.on_stop != nullptr) {
+    for (const Notice& n : notices)
+      cfg_.on_stop(*this, Request(n.handle),
+                   flags | (n.cancelable ? static_cast<std::uint32_t>(kStopRequestCancelable) : 0u));
+  }
+  // 3. Hold dispatch (power is going off) but let callbacks run again, so
+  //    requests can be completed through their cancel routines.
+  if (update(0, 0, kPnpHeld, kBarrier, false)) enter_loop();
+}
+
+void QueueImpl::power_ack_done() noexcept {
+  if (power_pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) power_pending_.notify_all();
+}
+
+void QueueImpl::wait_power_acks() noexcept {
+  for (;;) {
+    const std::int32_t v = power_pending_.load(std::memory_order_acquire);
+    if (v <= 0) return;
+    power_pending_.wait(v, std::memory_order_acquire);
+  }
+}
+
+void QueueImpl::power_up_notify() noexcept {
+  st_.fetch_or(kBarrier, std::memory_order_acq_rel);
+  wait_no_dispatcher();
+  std::vector<std::uint64_t> resumed;
+  dev_.for_each_owned(this, [&](RequestImpl* r, std::uint64_t w) {
+    while ((w & rs::kAcked) && !(w & rs::kCanceled) && rs::where(w) == rs::kOwned) {
+      const std::uint64_t nw = w & ~rs::kAcked;
+      if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        resumed.push_back(r->handle_for(nw));
+        break;
+      }
+    }
+  });
+  if (cfg_.on_resume != nullptr)
+    for (std::uint64_t h : resumed) cfg_.on_resume(*this, Request(h));
+}
+
+void QueueImpl::power_up_release() noexcept {
+  if (update(0, 0, 0, kPnpHeld | kBarrier, false, false)) enter_loop();
+  // ReadyNotify is re-armed when requests wait.
+  std::uint64_t s = st_.load(std::memory_order_relaxed);
+  while (is_manual() && Q(s) > 0 && !(s & kReady) &&
+         !st_.compare_exchange_weak(s, s | kReady, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+  }
+  kick();
+}
+
+void QueueImpl::shutdown() noexcept {
+  RequestImpl* canceled = nullptr;
+  {
+    std::lock_guard lock(control_);
+    shutdown_.store(true, std::memory_order_release);
+    purge_mode_.store(true, std::memory_order_release);
+    st_.fetch_and(~kAccept, std::memory_order_acq_rel);
+    st_.fetch_or(kLatch, std::memory_order_acq_rel);
+    take_token();
+    drain_inbox_locked();
+    canceled = take_all_queued_locked(false);
+    release_token();
+  }
+  dispose_list(canceled);
+  cancel_cancelable_owned();
+}
+
+}  // namespace ioq::detail

@@ -1,0 +1,278 @@
+// ioq::Request: the driver-side operations on a request, by handle.
+#include <ioq/request.hpp>
+
+#include "queue/impl.hpp"
+
+namespace ioq {
+
+using detail::DeviceImpl;
+using detail::handle_generation;
+using detail::QueueImpl;
+using detail::RequestImpl;
+namespace rs = detail::rs;
+namespace qs = detail::qs;
+
+namespace detail {
+
+RequestImpl* lookup(std::uint64_t handle, std::uint64_t& word) noexcept {
+  Slab* slab = Slab::from_handle(handle);
+  if (slab == nullptr || handle_index(handle) >= slab->slots()) return nullptr;
+  auto* r = static_cast<RequestImpl*>(slab->object(handle_index(handle)));
+  // acquire: pairs with the release stores and compare-exchanges of the word,
+  // so the request's fields written before the last transition are visible.
+  word = r->word().load(std::memory_order_acquire);
+  return r;
+}
+
+}  // namespace detail
+
+namespace {
+
+// Classifies a handle for an operation that needs a driver-owned request.
+// Returns success, or the usage error (counted) that applies.
+Status check_owned(RequestImpl* r, std::uint64_t w, std::uint64_t handle, const char* op) noexcept {
+  if (r == nullptr) return Status::invalid_handle;  // names no slab: nothing to count against
+  DeviceImpl& d = *r->device;
+  const std::uint32_t hgen = handle_generation(handle);
+  if ((hgen & 1u) == 0) return d.usage(Status::invalid_handle, op);
+  if (rs::gen(w) != hgen) {
+    // One step past the handle's generation: released and not reused yet.
+    return d.usage(rs::gen(w) == hgen + 1 ? Status::usage_already_completed : Status::invalid_handle, op);
+  }
+  switch (rs::where(w)) {
+    case rs::kOwned: return Status::success;
+    case rs::kCompleting: return d.usage(Status::usage_already_completed, op);
+    default: return d.usage(Status::usage_not_owned, op);
+  }
+}
+
+struct Live {
+  RequestImpl* r = nullptr;
+  std::uint64_t w = 0;
+};
+
+// The request behind a handle whose generation matches, else {nullptr}.
+Live live(std::uint64_t handle) noexcept {
+  std::uint64_t w = 0;
+  RequestImpl* r = detail::lookup(handle, w);
+  if (r == nullptr || rs::gen(w) != handle_generation(handle) || rs::where(w) == rs::kFree) return {};
+  return {r, w};
+}
+
+Status do_complete(std::uint64_t handle, Status status, std::uint64_t info, std::int32_t err) noexcept {
+  std::uint64_t w = 0;
+  RequestImpl* r = detail::lookup(handle, w);
+  for (;;) {
+    if (Status s = check_owned(r, w, handle, "complete"); s != Status::success) return s;
+    if (w & rs::kCancelable)
+      return r->device->usage(Status::usage_cancelable,
+                              "complete: the request is marked cancelable; unmark it first");
+    if (r->word().compare_exchange_weak(w, rs::with_where(w, rs::kCompleting), std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+      break;
+  }
+  r->queue.load(std::memory_order_acquire)->finish_owned(r, w, status, info, err);
+  return Status::success;
+}
+
+}  // namespace
+
+Status Request::complete(Status status, std::uint64_t information) const noexcept {
+  return do_complete(handle_, status, information, 0);
+}
+
+Status Request::complete_with_errno(int err, std::uint64_t information) const noexcept {
+  return do_complete(handle_, Status::io_error, information, err);
+}
+
+Status Request::forward_to_queue(Queue& destination) const noexcept {
+  std::uint64_t w = 0;
+  RequestImpl* r = detail::lookup(handle_, w);
+  if (Status s = check_owned(r, w, handle_, "forward_to_queue"); s != Status::success) return s;
+  if (w & (rs::kCancelable | rs::kCancelCb))
+    return r->device->usage(Status::usage_cancelable,
+                            "forward_to_queue: a cancelable request cannot be forwarded");
+  QueueImpl* source = r->queue.load(std::memory_order_acquire);
+  QueueImpl& dest = detail::impl(destination);
+  if (&dest == source || &dest.dev() != r->device) return Status::invalid_device_request;
+  const Status s = dest.accept_forward(r, w);
+  if (s != Status::success) {
+    return is_usage_error(s) ? r->device->usage(s, "forward_to_queue: the request changed hands") : s;
+  }
+  source->count(QueueImpl::kForwarded);
+  source->release_driver(qs::kD1);
+  return Status::success;
+}
+
+Status Request::requeue() const noexcept {
+  std::uint64_t w = 0;
+  RequestImpl* r = detail::lookup(handle_, w);
+  for (;;) {
+    if (Status s = check_owned(r, w, handle_, "requeue"); s != Status::success) return s;
+    if (w & (rs::kCancelable | rs::kCancelCb))
+      return r->device->usage(Status::usage_cancelable, "requeue: the request is marked cancelable");
+    QueueImpl* q = r->queue.load(std::memory_order_acquire);
+    if (!q->is_manual()) return Status::invalid_device_request;
+    if (q->latch_set() || (w & rs::kCanceled)) {
+      // Canceled instead (spec 5.1); the call still succeeds.
+      q->count(QueueImpl::kRequeued);
+      q->cancel_owned_as_queued(r, w);
+      return Status::success;
+    }
+    if (r->word().compare_exchange_weak(w, rs::with_where(w, rs::kQueued), std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+      q->requeue_head(r);
+      return Status::success;
+    }
+  }
+}
+
+Status Request::stop_acknowledge(bool requeue) const noexcept {
+  std::uint64_t w = 0;
+  RequestImpl* r = detail::lookup(handle_, w);
+  for (;;) {
+    if (Status s = check_owned(r, w, handle_, "stop_acknowledge"); s != Status::success) return s;
+    if (!(w & rs::kStopNotified)) return Status::invalid_device_request;  // not in a stop callback
+    QueueImpl* q = r->queue.load(std::memory_order_acquire);
+    if (!requeue) {
+      if (r->word().compare_exchange_weak(w, (w & ~rs::kStopNotified) | rs::kAcked, std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) {
+        q->power_ack_done();
+        return Status::success;
+      }
+      continue;
+    }
+    if (w & (rs::kCancelable | rs::kCancelCb))
+      return r->device->usage(Status::usage_cancelable,
+                              "stop_acknowledge(requeue): the request is marked cancelable");
+    if (q->latch_set() || (w & rs::kCanceled)) {
+      // Removal (latch set): the requeue becomes a cancellation.
+      const std::uint64_t nw = w & ~rs::kStopNotified;
+      if (!r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire))
+        continue;
+      q->power_ack_done();
+      q->count(QueueImpl::kRequeued);
+      q->cancel_owned_as_queued(r, nw);
+      return Status::success;
+    }
+    if (r->word().compare_exchange_weak(w, rs::with_where(w & ~rs::kStopNotified, rs::kQueued),
+                                        std::memory_order_acq_rel, std::memory_order_acquire)) {
+      q->power_ack_done();
+      q->requeue_head(r);
+      return Status::success;
+    }
+  }
+}
+
+namespace {
+Status mark(std::uint64_t handle, CancelCallback cb, void* ctx, bool ex) noexcept {
+  std::uint64_t w = 0;
+  RequestImpl* r = detail::lookup(handle, w);
+  if (Status s = check_owned(r, w, handle, "mark_cancelable"); s != Status::success) return s;
+  if (w & (rs::kCancelable | rs::kCancelCb))
+    return r->device->usage(Status::usage_cancelable, "mark_cancelable: already marked cancelable");
+  if (cb == nullptr)
+    return Status::invalid_parameter;
+  // The request is ours: store the callback before publishing kCancelable.
+  r->cancel_ctx.store(ctx, std::memory_order_relaxed);
+  r->cancel_cb.store(cb, std::memory_order_release);
+  QueueImpl* q = r->queue.load(std::memory_order_acquire);
+  for (;;) {
+    if ((w & rs::kCanceled) || q->latch_set()) {
+      if (ex) return Status::cancelled;
+      if (r->word().compare_exchange_weak(w, w | rs::kCanceled | rs::kCancelCb, std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) {
+        q->schedule_cancel_callback(r);
+        return Status::success;
+      }
+      continue;
+    }
+    // release: publishes cancel_cb/cancel_ctx to a canceller that sees kCancelable.
+    if (r->word().compare_exchange_weak(w, w | rs::kCancelable, std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+      return Status::success;
+    if (Status s = check_owned(r, w, handle, "mark_cancelable"); s != Status::success) return s;
+  }
+}
+}  // namespace
+
+Status Request::mark_cancelable(CancelCallback cb, void* ctx) const noexcept {
+  return mark(handle_, cb, ctx, false);
+}
+
+Status Request::mark_cancelable_ex(CancelCallback cb, void* ctx) const noexcept {
+  return mark(handle_, cb, ctx, true);
+}
+
+Status Request::unmark_cancelable() const noexcept {
+  std::uint64_t w = 0;
+  RequestImpl* r = detail::lookup(handle_, w);
+  for (;;) {
+    if (Status s = check_owned(r, w, handle_, "unmark_cancelable"); s != Status::success) return s;
+    if (w & rs::kCancelCb) return Status::cancelled;  // the cancel callback has won
+    if (!(w & rs::kCancelable))
+      return r->device->usage(Status::usage_not_cancelable, "unmark_cancelable: not marked cancelable");
+    if (r->word().compare_exchange_weak(w, w & ~rs::kCancelable, std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+      return Status::success;
+  }
+}
+
+bool Request::is_canceled() const noexcept {
+  const Live l = live(handle_);
+  return l.r != nullptr && (l.w & rs::kCanceled) != 0;
+}
+
+bool Request::is_reserved() const noexcept { return false; }
+
+Status Request::validate() const noexcept {
+  return live(handle_).r != nullptr ? Status::success : Status::invalid_handle;
+}
+
+Queue* Request::queue() const noexcept {
+  const Live l = live(handle_);
+  return l.r ? l.r->queue.load(std::memory_order_acquire) : nullptr;
+}
+
+namespace {
+const Packet* packet_of(std::uint64_t handle) noexcept {
+  const Live l = live(handle);
+  return l.r ? l.r->packet : nullptr;
+}
+}  // namespace
+
+RequestType Request::type() const noexcept {
+  const Packet* p = packet_of(handle_);
+  return p ? p->type : RequestType::read;
+}
+std::uint64_t Request::offset() const noexcept {
+  const Packet* p = packet_of(handle_);
+  return p ? p->offset : 0;
+}
+std::uint32_t Request::length() const noexcept {
+  const Packet* p = packet_of(handle_);
+  return p ? p->length : 0;
+}
+std::uint32_t Request::ioctl_code() const noexcept {
+  const Packet* p = packet_of(handle_);
+  return p ? p->ioctl_code : 0;
+}
+void* Request::buffer() const noexcept {
+  const Packet* p = packet_of(handle_);
+  return p ? p->buffer : nullptr;
+}
+FileHandle Request::file() const noexcept {
+  const Packet* p = packet_of(handle_);
+  return p ? p->file : FileHandle{};
+}
+Packet* Request::packet() const noexcept {
+  const Live l = live(handle_);
+  return l.r ? l.r->packet : nullptr;
+}
+void* Request::context_area() const noexcept {
+  const Live l = live(handle_);
+  if (l.r == nullptr || l.r->slab->context_bytes() == 0) return nullptr;
+  return l.r->slab->context(l.r->index);
+}
+
+}  // namespace ioq

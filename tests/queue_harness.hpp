@@ -1,0 +1,98 @@
+// Test scaffolding shared by the queue-model suites: packets that record their
+// completion, and a small recorder of callback events in order.
+#pragma once
+
+#include <ioq/ioq.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace ioq::test {
+
+// A packet that remembers how (and how often) it completed.
+struct TrackedPacket {
+  Packet packet;
+  std::atomic<int> completions{0};
+  std::atomic<Status> status{Status::pending};
+  std::atomic<std::uint64_t> information{0};
+
+  static void on_complete(Packet& p) noexcept {
+    auto* self = static_cast<TrackedPacket*>(p.user);
+    self->status.store(p.status);
+    self->information.store(p.information);
+    self->completions.fetch_add(1);
+  }
+  bool done() const { return completions.load() > 0; }
+};
+
+// A pool of tracked packets with stable addresses.
+class Packets {
+ public:
+  TrackedPacket& make(RequestType type, std::uint32_t length = 512, FileHandle file = {},
+                      std::uint32_t ioctl = 0) {
+    auto& t = *pool_.emplace_back(std::make_unique<TrackedPacket>());
+    t.packet.type = type;
+    t.packet.length = length;
+    t.packet.file = file;
+    t.packet.ioctl_code = ioctl;
+    t.packet.on_complete = &TrackedPacket::on_complete;
+    t.packet.user = &t;
+    return t;
+  }
+  // Every packet completed exactly once.
+  void expect_all_completed_once() const {
+    for (const auto& p : pool_) EXPECT_EQ(p->completions.load(), 1);
+  }
+  std::size_t size() const { return pool_.size(); }
+  TrackedPacket& operator[](std::size_t i) { return *pool_[i]; }
+
+ private:
+  std::deque<std::unique_ptr<TrackedPacket>> pool_;
+};
+
+// Records named events in order, from any thread.
+class Events {
+ public:
+  void add(std::string e) {
+    std::lock_guard lock(mu_);
+    events_.push_back(std::move(e));
+  }
+  std::vector<std::string> take() {
+    std::lock_guard lock(mu_);
+    return std::exchange(events_, {});
+  }
+  std::vector<std::string> snapshot() const {
+    std::lock_guard lock(mu_);
+    return events_;
+  }
+  std::size_t count(const std::string& e) const {
+    std::lock_guard lock(mu_);
+    std::size_t n = 0;
+    for (const auto& x : events_) n += (x == e);
+    return n;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::string> events_;
+};
+
+inline std::unique_ptr<Device> make_device(DeviceConfig cfg = {}) {
+  auto d = Device::create(cfg);
+  EXPECT_TRUE(d.has_value()) << (d ? "" : d.error().message);
+  return d ? std::move(*d) : nullptr;
+}
+
+inline Queue* make_queue(Device& d, const QueueConfig& cfg) {
+  auto q = d.create_queue(cfg);
+  EXPECT_TRUE(q.has_value()) << (q ? "" : q.error().message);
+  return q ? *q : nullptr;
+}
+
+}  // namespace ioq::test
