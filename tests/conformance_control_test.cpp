@@ -1,0 +1,2 @@
+// Placeholder: filled in by the conformance_control suite.
+#include <gtest/gtest.h>

@@ -1,0 +1,2 @@
+// Placeholder: filled in by the scenarios suite.
+#include <gtest/gtest.h>
