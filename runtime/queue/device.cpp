@@ -1,6 +1,7 @@
 // DeviceImpl: creation, routing, submission, cancellation, files, power.
 #include <tbb/task_arena.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -32,7 +33,10 @@ Status DeviceImpl::init() noexcept {
   auto slab = Slab::create(SlabConfig{.slots = cfg_.max_requests,
                                       .object_bytes = static_cast<std::uint32_t>(sizeof(RequestImpl)),
                                       .context_bytes = cfg_.request_context_bytes,
-                                      .cache_batch = 32});
+                                      // Threads that free more than they allocate (a
+                                      // completion thread) park up to 2 batches each:
+                                      // keep that a small share of a small slab.
+                                      .cache_batch = std::clamp(cfg_.max_requests / 64, 1u, 32u)});
   if (!slab) return slab.error().status;
   slab_ = std::move(*slab);
   for (std::uint32_t i = 0; i < slab_->slots(); ++i) {
