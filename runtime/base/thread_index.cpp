@@ -33,14 +33,18 @@ void release_index(std::uint32_t index) noexcept {
 struct Holder {
   std::uint32_t index = acquire_index();
   ~Holder() {
+    // Later calls on this thread (other thread_local destructors) use the
+    // shared path: the number may be someone else's from now on.
+    t_thread_index_cache = kNoThreadIndex;
     if (index != kNoThreadIndex) release_index(index);
   }
 };
 
 }  // namespace
 
-std::uint32_t thread_index() noexcept {
+std::uint32_t thread_index_slow() noexcept {
   thread_local Holder holder;
+  t_thread_index_cache = holder.index;
   return holder.index;
 }
 

@@ -23,8 +23,15 @@ namespace ioq::detail {
 inline constexpr std::uint32_t kMaxThreads = 512;
 inline constexpr std::uint32_t kNoThreadIndex = ~0u;
 
+// Takes a number for the calling thread (first call on each thread).
+std::uint32_t thread_index_slow() noexcept;
+
 // The calling thread's number in [0, kMaxThreads), or kNoThreadIndex.
-std::uint32_t thread_index() noexcept;
+inline thread_local std::uint32_t t_thread_index_cache = kNoThreadIndex - 1;  // not yet asked
+inline std::uint32_t thread_index() noexcept {
+  const std::uint32_t v = t_thread_index_cache;
+  return v != kNoThreadIndex - 1 ? v : thread_index_slow();
+}
 
 // How many numbers are held right now (a snapshot).
 std::uint32_t thread_index_in_use() noexcept;

@@ -14,7 +14,7 @@ namespace ioq::detail {
 namespace {
 
 constexpr std::uint32_t kMaxSlabs = 256;  // id 0 is reserved for "no slab"
-std::atomic<Slab*> g_slabs[kMaxSlabs];
+auto& g_slabs = g_slab_table;
 std::mutex g_slabs_mutex;
 
 constexpr std::size_t round_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a; }
@@ -104,14 +104,6 @@ Slab::~Slab() {
     mi_free(c);
   }
   mi_free(base_);
-}
-
-Slab* Slab::from_handle(Handle h) noexcept {
-  const std::uint32_t id = handle_slab_id(h);
-  if (id == 0) return nullptr;
-  // acquire: pairs with the release store in create().
-  Slab* s = g_slabs[id].load(std::memory_order_acquire);
-  return reinterpret_cast<std::uintptr_t>(s) <= 1 ? nullptr : s;
 }
 
 void Slab::set_alloc_hook(AllocHook hook) noexcept {

@@ -154,9 +154,15 @@ class Slab {
   // The slab a handle names, or nullptr (null handle, unknown id).
   [[nodiscard]] static Slab* from_handle(Handle h) noexcept;
 
+  // The state word of the slot whose object area starts at `object`.
+  static constexpr std::size_t kObjectOffset = 16;  // after the state word, 16-aligned
+  [[nodiscard]] static std::atomic<std::uint64_t>& word_of_object(const void* object) noexcept {
+    return *reinterpret_cast<std::atomic<std::uint64_t>*>(
+        const_cast<std::byte*>(static_cast<const std::byte*>(object) - kObjectOffset));
+  }
+
  private:
   struct Cache;
-  static constexpr std::size_t kObjectOffset = 16;  // after the state word, 16-aligned
 
   Slab(const SlabConfig& config, std::uint32_t id, std::byte* base, std::size_t stride,
        std::size_t context_offset);
@@ -188,5 +194,14 @@ class Slab {
   std::atomic<std::uint64_t> shared_injected_{0};
   mutable std::atomic<std::uint64_t> rejected_{0};
 };
+
+// Every live slab by id; 0 and ids being built hold nullptr or 1.
+inline std::atomic<Slab*> g_slab_table[256];
+
+inline Slab* Slab::from_handle(Handle h) noexcept {
+  // acquire: pairs with the release store in Slab::create().
+  Slab* s = g_slab_table[handle_slab_id(h)].load(std::memory_order_acquire);
+  return reinterpret_cast<std::uintptr_t>(s) <= 1 ? nullptr : s;
+}
 
 }  // namespace ioq::detail

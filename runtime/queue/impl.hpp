@@ -61,7 +61,8 @@ struct RequestImpl {
   std::atomic<CancelCallback> cancel_cb{nullptr};
   std::atomic<void*> cancel_ctx{nullptr};
 
-  [[nodiscard]] std::atomic<std::uint64_t>& word() const noexcept { return slab->word(index); }
+  // The slot's state word sits just before this object in the slab.
+  [[nodiscard]] std::atomic<std::uint64_t>& word() const noexcept { return Slab::word_of_object(this); }
   [[nodiscard]] std::uint64_t handle_for(std::uint64_t w) const noexcept {
     return make_handle(slab->id(), index, rs::gen(w));
   }
@@ -70,7 +71,15 @@ struct RequestImpl {
 // Resolves a handle to its request and current state word. Returns nullptr for
 // a handle naming no slab; otherwise the request, with `word` loaded (acquire).
 // The caller compares the generation.
-RequestImpl* lookup(std::uint64_t handle, std::uint64_t& word) noexcept;
+inline RequestImpl* lookup(std::uint64_t handle, std::uint64_t& word) noexcept {
+  Slab* slab = Slab::from_handle(handle);
+  if (slab == nullptr || handle_index(handle) >= slab->slots()) return nullptr;
+  auto* r = static_cast<RequestImpl*>(slab->object(handle_index(handle)));
+  // acquire: pairs with the release stores and compare-exchanges of the word,
+  // so the request's fields written before the last transition are visible.
+  word = r->word().load(std::memory_order_acquire);
+  return r;
+}
 
 enum EventKind : std::uint8_t { kEventCancelCallback = 1, kEventCanceledOnQueue = 2 };
 

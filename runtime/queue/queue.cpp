@@ -215,13 +215,14 @@ void QueueImpl::arrive(RequestImpl* r) noexcept {
       if (st_.compare_exchange_weak(s, s + kD1 + kX1, std::memory_order_acq_rel,
                                     std::memory_order_acquire)) {
         count(kArrived);
-        r->queue.store(this, std::memory_order_release);
-        std::uint64_t w = r->word().load(std::memory_order_relaxed);
-        // New I/O that is already canceled is delivered anyway on this path.
-        while (!r->word().compare_exchange_weak(w, rs::with_where(w, rs::kOwned) | rs::kPresented,
-                                                std::memory_order_acq_rel, std::memory_order_relaxed)) {
-        }
-        run_loop(r, rs::with_where(w, rs::kOwned) | rs::kPresented);
+        r->queue.store(this, std::memory_order_relaxed);
+        // No other thread can reach r yet (its handle is only in the packet,
+        // which its submitter owns until submit returns), so a plain store
+        // makes it driver-owned.
+        const std::uint64_t w = rs::with_where(r->word().load(std::memory_order_relaxed), rs::kOwned) |
+                                rs::kPresented;
+        r->word().store(w, std::memory_order_relaxed);
+        run_loop(r, w);
         return;
       }
       continue;

@@ -12,20 +12,6 @@ using detail::RequestImpl;
 namespace rs = detail::rs;
 namespace qs = detail::qs;
 
-namespace detail {
-
-RequestImpl* lookup(std::uint64_t handle, std::uint64_t& word) noexcept {
-  Slab* slab = Slab::from_handle(handle);
-  if (slab == nullptr || handle_index(handle) >= slab->slots()) return nullptr;
-  auto* r = static_cast<RequestImpl*>(slab->object(handle_index(handle)));
-  // acquire: pairs with the release stores and compare-exchanges of the word,
-  // so the request's fields written before the last transition are visible.
-  word = r->word().load(std::memory_order_acquire);
-  return r;
-}
-
-}  // namespace detail
-
 namespace {
 
 // Classifies a handle for an operation that needs a driver-owned request.
