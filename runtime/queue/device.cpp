@@ -1,4 +1,5 @@
 // DeviceImpl: creation, routing, submission, cancellation, files, power.
+#include <tbb/global_control.h>
 #include <tbb/task_arena.h>
 
 #include <algorithm>
@@ -14,8 +15,18 @@ namespace ioq::detail {
 
 using namespace qs;
 
+// Passive-level handlers may block, so the arena needs as many worker threads
+// as handlers that may block at once: its own concurrency (no slot reserved
+// for an external thread: nobody joins it) and a process-wide allowance for
+// that many oneTBB workers, which by default is the core count.
 struct DeviceImpl::Arena {
-  explicit Arena(int workers) : arena(workers) {}
+  explicit Arena(int workers)
+      : allowance(tbb::global_control::max_allowed_parallelism,
+                  std::max<std::size_t>(tbb::global_control::active_value(
+                                            tbb::global_control::max_allowed_parallelism),
+                                        static_cast<std::size_t>(workers) + 1)),
+        arena(workers, 0) {}
+  tbb::global_control allowance;
   tbb::task_arena arena;
 };
 

@@ -983,14 +983,16 @@ void QueueImpl::power_down(std::uint32_t flags) noexcept {
     bool cancelable;
   };
   std::vector<Notice> notices;
+  // Power-off also waits for canceled requests the driver owns (it completes
+  // them through its cancel routine); they get no stop callback.
   dev_.for_each_owned(this, [&](RequestImpl* r, std::uint64_t w) {
     for (;;) {
-      if (rs::where(w) != rs::kOwned || (w & rs::kCanceled)) return;
+      if (rs::where(w) != rs::kOwned) return;
       const bool again = (w & rs::kStopNotified) != 0;
       const std::uint64_t nw = (w | rs::kStopNotified) & ~rs::kAcked;
       if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
         if (!again) power_pending_.fetch_add(1, std::memory_order_acq_rel);
-        notices.push_back(Notice{r->handle_for(nw), (w & rs::kCancelable) != 0});
+        if (!(w & rs::kCanceled)) notices.push_back(Notice{r->handle_for(nw), (w & rs::kCancelable) != 0});
         return;
       }
     }
@@ -1035,13 +1037,18 @@ void QueueImpl::power_up_notify() noexcept {
 }
 
 void QueueImpl::power_up_release() noexcept {
-  if (update(0, 0, 0, kPnpHeld | kBarrier, false, false)) enter_loop();
-  // ReadyNotify is re-armed when requests wait.
+  // One step: power back on and, for a manual queue with requests waiting,
+  // re-arm ReadyNotify (so it fires once for this transition, not twice).
   std::uint64_t s = st_.load(std::memory_order_relaxed);
-  while (is_manual() && Q(s) > 0 && !(s & kReady) &&
-         !st_.compare_exchange_weak(s, s | kReady, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+  bool enter;
+  for (;;) {
+    std::uint64_t ns = s & ~(kPnpHeld | kBarrier);
+    if (is_manual() && Q(s) > 0) ns |= kReady;
+    enter = !thread_in_loop_of(this) && X(ns) == 0 && work_for(ns, 0);
+    if (enter) ns += kX1;
+    if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_relaxed)) break;
   }
-  kick();
+  if (enter) enter_loop();
 }
 
 void QueueImpl::shutdown() noexcept {
