@@ -65,6 +65,7 @@ namespace ioq {
 
 struct DeviceConfig {
   std::uint32_t max_requests = 4096;         // request slab slots (in flight at once)
+  std::uint32_t max_reserved_requests = 1024;  // budget for all queues' forward-progress reserves
   std::uint32_t request_context_bytes = 0;   // inline context per request
   bool filter = false;                       // a filter device (see routing)
   Device* lower = nullptr;                   // filter: where pass-down requests go

@@ -72,6 +72,7 @@ struct Packet {
 
   // ---- ioq's own, do not touch ----
   Packet* link = nullptr;            // intrusive link: parked in forward progress
+  std::uintptr_t parked = 0;         // the queue it is parked on (forward progress)
 };
 
 }  // namespace ioq

@@ -98,6 +98,41 @@ struct QueueConfig {
   const char* name = "";     // for counters and diagnostics
 };
 
+// Forward progress (spec section 6): what a queue does when a request cannot
+// be allocated (the device's slab is exhausted, the allocation hook failed it,
+// or allocate_request_resources refused it).
+enum class ForwardProgressPolicy : std::uint8_t {
+  always_use_reserved,  // use a reserved request
+  examine,              // ask ForwardProgressConfig::examine per packet
+  paging_io,            // use a reserved request for kPacketPaging packets only
+};
+
+// Allocates the driver's resources for a request; anything but success fails it.
+using RequestResourcesCallback = Status (*)(Queue& queue, Request request, void* ctx);
+
+struct ForwardProgressConfig {
+  std::uint32_t total_reserved = 0;  // reserved requests preallocated now (> 0)
+  ForwardProgressPolicy policy = ForwardProgressPolicy::always_use_reserved;
+  ExamineCallback examine = nullptr;  // required for ForwardProgressPolicy::examine
+  // Called once per reserved request at assignment; one failure undoes all.
+  RequestResourcesCallback allocate_reserved_resources = nullptr;
+  // Called on arrival for each normally allocated request; a failure makes the
+  // arrival go through the policy as if allocation had failed.
+  RequestResourcesCallback allocate_request_resources = nullptr;
+  void* context = nullptr;  // passed to the three callbacks
+};
+
+// Counts of a queue's reserved requests. free + in_use == total whenever no
+// reserved request is changing hands (exact when quiescent, else a snapshot).
+struct ForwardProgressStats {
+  std::uint32_t total = 0;
+  std::uint32_t free = 0;           // on the free list
+  std::uint32_t in_use = 0;         // bound to a packet
+  std::uint32_t parked = 0;         // packets waiting for a reserved request
+  std::uint64_t reserved_used = 0;  // packets served by a reserved request, ever
+  std::uint64_t parked_total = 0;   // packets that had to wait, ever
+};
+
 struct QueueState {
   std::uint32_t flags = 0;          // QueueStateFlags
   std::uint32_t queued = 0;         // snapshot
@@ -149,6 +184,17 @@ class Queue {
   // no_more_entries at the end, invalid_device_request on other queues.
   Status find_request(Request after, FileHandle file, Request& out) noexcept;
   Status retrieve_found_request(Request tag, Request& out) noexcept;
+
+  // Reserves total_reserved requests for this queue and sets the policy.
+  // invalid_parameter: a policy is already set, total_reserved == 0, or the
+  // examine policy without an examine callback. If allocate_reserved_resources
+  // fails (or memory runs out), everything is undone, no policy is set, and
+  // that status is returned. Safe on a running queue: the policy takes effect
+  // last. Packets waiting for a reserved request stay cancelable
+  // (Device::cancel(packet)) and are cancelled by purge, drain,
+  // stop_and_purge and the close of their file.
+  Status assign_forward_progress_policy(const ForwardProgressConfig& config) noexcept;
+  [[nodiscard]] ForwardProgressStats forward_progress_stats() const noexcept;
 
   [[nodiscard]] Device& device() const noexcept;
   [[nodiscard]] void* context() const noexcept;

@@ -261,6 +261,14 @@ Status Slab::release(Handle h) noexcept {
   return Status::success;
 }
 
+Handle Slab::claim(std::uint32_t index) noexcept { return take(index).handle; }
+
+void Slab::retire(std::uint32_t index) noexcept {
+  auto& w = word(index);
+  // release: the freed generation is visible to validate()'s acquire.
+  w.store(static_cast<std::uint32_t>(w.load(std::memory_order_relaxed)) + 1, std::memory_order_release);
+}
+
 Status Slab::validate(Handle h) const noexcept {
   if (handle_slab_id(h) != id_ || handle_index(h) >= slots_ || (handle_generation(h) & 1u) == 0) {
     rejected_.fetch_add(1, std::memory_order_relaxed);

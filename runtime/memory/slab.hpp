@@ -117,6 +117,12 @@ class Slab {
   [[nodiscard]] Status release(Handle h) noexcept;
   void release_owned(std::uint32_t index) noexcept;
 
+  // For a caller that manages free slots itself (a reserved pool): mark slot
+  // `index` allocated (generation to odd) or free (to even) without touching
+  // the slab's own free ring or caches.
+  Handle claim(std::uint32_t index) noexcept;
+  void retire(std::uint32_t index) noexcept;
+
   [[nodiscard]] Status validate(Handle h) const noexcept;
   [[nodiscard]] tl::expected<void*, Status> resolve(Handle h) const noexcept;
 

@@ -2,6 +2,7 @@
 #include <ioq/device.hpp>
 #include <ioq/queue.hpp>
 
+#include <atomic>
 #include <string>
 
 #include "queue/impl.hpp"
@@ -38,6 +39,10 @@ Status Queue::find_request(Request after, FileHandle file, Request& out) noexcep
 Status Queue::retrieve_found_request(Request tag, Request& out) noexcept {
   return impl(*this).retrieve_found_impl(tag, out);
 }
+Status Queue::assign_forward_progress_policy(const ForwardProgressConfig& config) noexcept {
+  return impl(*this).assign_fp(config);
+}
+ForwardProgressStats Queue::forward_progress_stats() const noexcept { return impl(*this).fp_stats(); }
 Device& Queue::device() const noexcept { return impl(*this).dev(); }
 void* Queue::context() const noexcept { return impl(*this).config().context; }
 const char* Queue::name() const noexcept { return impl(*this).config().name; }
@@ -48,9 +53,11 @@ QueueCounters Queue::counters() const noexcept { return impl(*this).counters_imp
 // ---- Device ----
 
 Result<std::unique_ptr<Device>> Device::create(const DeviceConfig& config) {
-  if (config.max_requests == 0 || config.max_requests > detail::qs::kMaxRequests)
+  if (config.max_requests == 0 || config.max_requests > detail::qs::kMaxRequests ||
+      config.max_reserved_requests > detail::qs::kMaxRequests - config.max_requests)
     return fail(Status::invalid_parameter,
-                "device: max_requests must be in 1 .. " + std::to_string(detail::qs::kMaxRequests));
+                "device: max_requests (at least 1) plus max_reserved_requests must not exceed " +
+                    std::to_string(detail::qs::kMaxRequests));
   if (config.lower != nullptr && !config.filter)
     return fail(Status::invalid_parameter, "device: only a filter has a lower device");
   auto d = std::make_unique<detail::DeviceImpl>(config);
@@ -68,7 +75,13 @@ Status Device::configure_request_dispatching(Queue& queue, RequestType type) noe
 Queue* Device::default_queue() const noexcept { return impl(*this).default_queue_; }
 Status Device::start() noexcept { return impl(*this).start_impl(); }
 Status Device::submit(Packet& packet) noexcept { return impl(*this).submit_impl(packet); }
-Status Device::cancel(Packet& packet) noexcept { return impl(*this).cancel_impl(packet.request); }
+Status Device::cancel(Packet& packet) noexcept {
+  // A packet parked for a reserved request has no request yet.
+  const std::uintptr_t parked = std::atomic_ref<std::uintptr_t>(packet.parked).load(std::memory_order_acquire);
+  if (parked != 0 && reinterpret_cast<detail::QueueImpl*>(parked)->fp_cancel_parked(&packet))
+    return Status::success;
+  return impl(*this).cancel_impl(std::atomic_ref<std::uint64_t>(packet.request).load(std::memory_order_acquire));
+}
 Status Device::cancel(std::uint64_t request_handle) noexcept { return impl(*this).cancel_impl(request_handle); }
 FileHandle Device::open_file() noexcept { return impl(*this).open_file_impl(); }
 Status Device::close_file(FileHandle file) noexcept { return impl(*this).close_file_impl(file); }

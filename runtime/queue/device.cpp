@@ -55,12 +55,7 @@ Status DeviceImpl::init() noexcept {
                                       .cache_batch = std::clamp(cfg_.max_requests / 64, 1u, 32u)});
   if (!slab) return slab.error().status;
   slab_ = std::move(*slab);
-  for (std::uint32_t i = 0; i < slab_->slots(); ++i) {
-    auto* r = new (slab_->object(i)) RequestImpl;
-    r->device = this;
-    r->slab = slab_.get();
-    r->index = i;
-  }
+  QueueImpl::init_slab_objects(*slab_, this, nullptr);
   if (cfg_.alloc_hook) slab_->set_alloc_hook(cfg_.alloc_hook);
   return Status::success;
 }
@@ -82,11 +77,25 @@ void DeviceImpl::finish_packet(RequestImpl* r, Status status, std::uint64_t info
   p->status = status;
   p->information = info;
   p->sys_errno = err;
+  counters_.add(kCompletedPackets);
+  if (QueueImpl* owner = r->reserved_owner; owner != nullptr) {
+    // A reserved request: its handle goes stale now, the packet completes,
+    // then the request goes back to its owning queue (spec section 6).
+    r->slab->retire(r->index);
+    p->on_complete(*p);
+    owner->fp_return(r);
+    return;
+  }
   // The slot is free before the callback runs: a callback that submits again
   // can reuse it at once. Nothing of r is touched after this.
   slab_->release_owned(r->index);
-  counters_.add(kCompletedPackets);
   p->on_complete(*p);
+}
+
+void DeviceImpl::complete_unbound(Packet& p, Status s) noexcept {
+  p.status = s;
+  p.information = 0;
+  p.on_complete(p);
 }
 
 void DeviceImpl::run_passive(QueueImpl* q) noexcept {
@@ -191,14 +200,6 @@ Status DeviceImpl::start_impl() noexcept {
 // ---------------------------------------------------------------------------
 // Submission
 
-namespace {
-void complete_unbound(Packet& p, Status s) {
-  p.status = s;
-  p.information = 0;
-  p.on_complete(p);
-}
-}  // namespace
-
 Status DeviceImpl::submit_impl(Packet& p) noexcept {
   if (p.on_complete == nullptr) {
     p.status = Status::invalid_parameter;
@@ -231,20 +232,28 @@ Status DeviceImpl::submit_impl(Packet& p) noexcept {
     return Status::pending;
   }
   const Slab::Allocation a = slab_->allocate();
-  if (a.status != Status::success) {
-    complete_unbound(p, Status::insufficient_resources);
-    return Status::pending;
+  if (a.status == Status::success) {
+    auto* r = static_cast<RequestImpl*>(a.object);
+    r->packet = &p;
+    r->queue.store(nullptr, std::memory_order_relaxed);
+    r->cancel_cb.store(nullptr, std::memory_order_relaxed);
+    r->in_fifo = false;
+    // release: the bound packet is visible to whoever learns the handle.
+    r->word().store(rs::with_where(handle_generation(a.handle), rs::kNew), std::memory_order_release);
+    p.request = a.handle;
+    counters_.add(kSubmitted);
+    if (q->fp_allocate_request_resources(r)) {
+      q->arrive(r);
+      return Status::pending;
+    }
+    // The driver refused resources for it: as if allocation had failed.
+    r->packet = nullptr;
+    p.request = 0;
+    slab_->release_owned(r->index);
+  } else {
+    counters_.add(kSubmitted);
   }
-  auto* r = static_cast<RequestImpl*>(a.object);
-  r->packet = &p;
-  r->queue.store(nullptr, std::memory_order_relaxed);
-  r->cancel_cb.store(nullptr, std::memory_order_relaxed);
-  r->in_fifo = false;
-  // release: the bound packet is visible to whoever learns the handle.
-  r->word().store(rs::with_where(handle_generation(a.handle), rs::kNew), std::memory_order_release);
-  p.request = a.handle;
-  counters_.add(kSubmitted);
-  q->arrive(r);
+  q->arrive_without_request(p);
   return Status::pending;
 }
 

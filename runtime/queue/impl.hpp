@@ -58,6 +58,8 @@ struct RequestImpl {
   RequestImpl* event_next = nullptr;       // queue event list (under events_mu_)
   std::uint8_t event_kind = 0;
   bool in_fifo = false;                    // linked in the FIFO (token holder only)
+  QueueImpl* reserved_owner = nullptr;     // the queue whose reserved pool this is from
+  std::atomic<std::uint32_t> free_next{0}; // reserved free stack: next index + 1
   std::atomic<CancelCallback> cancel_cb{nullptr};
   std::atomic<void*> cancel_ctx{nullptr};
 
@@ -87,6 +89,8 @@ class QueueImpl final : public Queue {
  public:
   QueueImpl(DeviceImpl& device, const QueueConfig& config, bool power_managed);
   ~QueueImpl();
+  // Initialises the request objects of a slab for this device.
+  static void init_slab_objects(Slab& slab, DeviceImpl* device, QueueImpl* reserved_owner) noexcept;
 
   DeviceImpl& dev() const noexcept { return dev_; }
   const QueueConfig& config() const noexcept { return cfg_; }
@@ -117,6 +121,25 @@ class QueueImpl final : public Queue {
 
   bool latch_set() const noexcept { return (st_.load(std::memory_order_acquire) & qs::kLatch) != 0; }
   std::uint64_t state_word() const noexcept { return st_.load(std::memory_order_acquire); }
+
+  // ---- forward progress (runtime/queue/forward_progress.cpp) ----
+  struct ForwardProgress;
+  ForwardProgress* fp() const noexcept { return fp_.load(std::memory_order_acquire); }
+  Status assign_fp(const ForwardProgressConfig& config) noexcept;
+  ForwardProgressStats fp_stats() const noexcept;
+  // A packet routed here got no normal request: apply the policy. Completes,
+  // parks or delivers the packet.
+  void arrive_without_request(Packet& p) noexcept;
+  // Allocation succeeded: run allocate_request_resources if registered.
+  // Returns false when it refused the request (the caller frees it).
+  bool fp_allocate_request_resources(RequestImpl* r) noexcept;
+  // A reserved request of this queue finished its packet: serve the oldest
+  // parked packet with it, or put it back on the free list.
+  void fp_return(RequestImpl* r) noexcept;
+  // Cancels a parked packet; false when it is not parked here (any more).
+  bool fp_cancel_parked(Packet* p) noexcept;
+  // Cancels every parked packet (or those of `file` when set).
+  void fp_cancel_all_parked(const FileHandle* file) noexcept;
 
   // ---- power (device control path) ----
   void power_down(std::uint32_t flags) noexcept;   // kStopSuspend or kStopPurge
@@ -232,6 +255,8 @@ public:
 
   std::atomic<std::int32_t> power_pending_{0};
   PerThreadCounters<kCounterCount> counters_;
+  std::atomic<ForwardProgress*> fp_{nullptr};
+  std::unique_ptr<ForwardProgress> fp_owned_;
 
   friend class DeviceImpl;
 };
@@ -251,6 +276,8 @@ class DeviceImpl final : public Device {
   // Completes r (owned or not) toward its packet: fills status, frees the
   // slot, runs the callback. The caller handles the queue counts.
   void finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err) noexcept;
+  // Completes a packet that never got a request.
+  static void complete_unbound(Packet& p, Status s) noexcept;
   // Runs fn on the passive-level worker arena.
   void run_passive(QueueImpl* q) noexcept;
 
@@ -290,6 +317,7 @@ class DeviceImpl final : public Device {
   struct Arena;
   std::unique_ptr<Arena> arena_;
   std::atomic<std::int64_t> passive_tasks_{0};
+  std::atomic<std::uint32_t> reserved_in_use_{0};  // reserved requests assigned to queues
 };
 
 template <typename Fn>

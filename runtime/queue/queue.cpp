@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "base/backoff.hpp"
+#include "queue/forward_progress.hpp"
 #include "queue/impl.hpp"
 
 namespace ioq::detail {
@@ -58,7 +59,7 @@ QueueImpl::QueueImpl(DeviceImpl& device, const QueueConfig& config, bool power_m
       limit_(limit_for(config)),
       st_(kAccept | kDispatch |
           (power_managed && device.power_.load(std::memory_order_relaxed) != PowerState::d0 ? kPnpHeld : 0)),
-      inbox_(device.slab_->slots()) {}
+      inbox_(device.slab_->slots() + device.cfg_.max_reserved_requests) {}
 
 QueueImpl::~QueueImpl() = default;
 
@@ -673,6 +674,7 @@ void QueueImpl::cleanup_file(FileHandle f) noexcept {
     }
   }
   release_token();
+  fp_cancel_all_parked(&f);
   dispose_list(out);
 }
 
@@ -732,6 +734,7 @@ Status QueueImpl::stop_impl(QueueCallback cb, void* ctx, bool purge) noexcept {
     }
   }
   if (purge) {
+    fp_cancel_all_parked(nullptr);
     dispose_list(canceled);
     cancel_cancelable_owned();
   }
@@ -763,6 +766,8 @@ Status QueueImpl::drain_impl(QueueCallback cb, void* ctx, bool purge) noexcept {
       release_token();
     }
   }
+  // Drain and purge share the code path that cancels parked packets.
+  fp_cancel_all_parked(nullptr);
   if (purge) {
     dispose_list(canceled);
     cancel_cancelable_owned();
@@ -1064,6 +1069,7 @@ void QueueImpl::shutdown() noexcept {
     canceled = take_all_queued_locked(false);
     release_token();
   }
+  fp_cancel_all_parked(nullptr);
   dispose_list(canceled);
   cancel_cancelable_owned();
 }

@@ -209,7 +209,10 @@ bool Request::is_canceled() const noexcept {
   return l.r != nullptr && (l.w & rs::kCanceled) != 0;
 }
 
-bool Request::is_reserved() const noexcept { return false; }
+bool Request::is_reserved() const noexcept {
+  const Live l = live(handle_);
+  return l.r != nullptr && l.r->reserved_owner != nullptr;
+}
 
 Status Request::validate() const noexcept {
   return live(handle_).r != nullptr ? Status::success : Status::invalid_handle;
