@@ -208,7 +208,9 @@ Status DeviceImpl::submit_impl(Packet& p) noexcept {
   p.status = Status::pending;
   p.information = 0;
   p.sys_errno = 0;
-  p.request = 0;
+  // request and parked are read by Device::cancel(Packet&) through atomic_ref.
+  std::atomic_ref<std::uint64_t>(p.request).store(0, std::memory_order_relaxed);
+  std::atomic_ref<std::uintptr_t>(p.parked).store(0, std::memory_order_relaxed);
   // acquire: pairs with the release in start_impl().
   if (!started_.load(std::memory_order_acquire)) {
     complete_unbound(p, Status::invalid_device_state);
@@ -240,7 +242,7 @@ Status DeviceImpl::submit_impl(Packet& p) noexcept {
     r->in_fifo = false;
     // release: the bound packet is visible to whoever learns the handle.
     r->word().store(rs::with_where(handle_generation(a.handle), rs::kNew), std::memory_order_release);
-    p.request = a.handle;
+    std::atomic_ref<std::uint64_t>(p.request).store(a.handle, std::memory_order_release);
     counters_.add(kSubmitted);
     if (q->fp_allocate_request_resources(r)) {
       q->arrive(r);
@@ -248,7 +250,7 @@ Status DeviceImpl::submit_impl(Packet& p) noexcept {
     }
     // The driver refused resources for it: as if allocation had failed.
     r->packet = nullptr;
-    p.request = 0;
+    std::atomic_ref<std::uint64_t>(p.request).store(0, std::memory_order_relaxed);
     slab_->release_owned(r->index);
   } else {
     counters_.add(kSubmitted);
