@@ -109,6 +109,7 @@ struct Delivery {
 
 struct Drv {
   bool complete_inline = false;  // complete every delivery from the handler (success)
+  std::chrono::microseconds busy{0};  // complete_inline: how long the handler works first
   std::mutex mu;
   std::vector<Delivery> delivered;  // in delivery order
   std::vector<Request> held;        // delivered, not yet completed by the test
@@ -144,6 +145,7 @@ void io_handler(Queue& q, Request r) {
   d.calls.fetch_add(1);
   if (reserved) d.reserved_calls.fetch_add(1);
   if (d.complete_inline) {
+    if (d.busy.count() > 0) std::this_thread::sleep_for(d.busy);
     EXPECT_EQ(r.complete(Status::success, r.length()), Status::success);
     return;
   }
@@ -979,6 +981,7 @@ void concurrent_arrivals(ExecutionLevel level) {
   FaultInjector fi;
   Drv d;
   d.complete_inline = true;
+  d.busy = 20us;  // keeps reserved requests in use long enough for arrivals to pend
   FpRec f;
   std::vector<Packets> pks(kThreads);
   auto dev = make_device({.max_requests = 8, .passive_workers = 2, .alloc_hook = fi.hook()});
@@ -1021,6 +1024,7 @@ void concurrent_arrivals(ExecutionLevel level) {
   const ForwardProgressStats s = q->forward_progress_stats();
   EXPECT_EQ(s.reserved_used, kThreads * kPerThread);
   EXPECT_LE(s.parked_total, kThreads * kPerThread);
+  ::testing::Test::RecordProperty("parked_total", std::to_string(s.parked_total));
   EXPECT_EQ(dev->verifier().total(), 0u);
 }
 
