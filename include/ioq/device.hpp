@@ -52,6 +52,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include <ioq/fault.hpp>
 #include <ioq/packet.hpp>
@@ -63,6 +64,8 @@
 
 namespace ioq {
 
+class Runtime;
+
 struct DeviceConfig {
   std::uint32_t max_requests = 4096;         // request slab slots (in flight at once)
   std::uint32_t max_reserved_requests = 1024;  // budget for all queues' forward-progress reserves
@@ -73,6 +76,11 @@ struct DeviceConfig {
   std::uint32_t passive_workers = 0;         // passive-level worker threads (0: one per core)
   bool abort_on_misuse = false;              // abort at the first usage error
   AllocHook alloc_hook{};                    // consulted before every request allocation
+  // Per-core dispatch (ioq/runtime.hpp). Null: handlers run on whichever
+  // thread dispatches. Set: parallel queues without a presented limit keep a
+  // FIFO shard per core and deliver on the core a request arrived on;
+  // sequential and manual queues run their dispatch on a home core.
+  Runtime* runtime = nullptr;
   const char* name = "ioq";
 };
 
@@ -145,6 +153,9 @@ class Device {
   [[nodiscard]] VerifierCounts verifier() const noexcept;
   void set_abort_on_misuse(bool on) noexcept;
   [[nodiscard]] DeviceStats stats() const noexcept;
+  // Every queue's counters (per core for per-core queues) and the device's
+  // request counts, in Prometheus text exposition format.
+  [[nodiscard]] std::string prometheus() const;
   [[nodiscard]] const DeviceConfig& config() const noexcept;
 
  protected:

@@ -40,8 +40,11 @@ DeviceImpl::DeviceImpl(const DeviceConfig& config) : cfg_(config) {
 }
 
 DeviceImpl::~DeviceImpl() {
-  // Passive-level loops still running hold pointers to queues.
+  // Every packet has completed (the caller's duty), but a dispatch loop may
+  // still be on its way out on another thread (a reactor, a passive worker):
+  // wait until no queue has a thread in its loop.
   while (passive_tasks_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  for (const auto& q : queues_) q->wait_idle_loops();
   queues_.clear();
 }
 
@@ -166,6 +169,15 @@ Result<Queue*> DeviceImpl::create_queue_impl(const QueueConfig& c) {
     arena_ = std::make_unique<Arena>(workers);
   }
   auto q = std::make_unique<QueueImpl>(*this, c, pm);
+  if (cfg_.runtime != nullptr && c.execution == ExecutionLevel::dispatch) {
+    const std::uint32_t cores = cfg_.runtime->cores();
+    if (c.dispatch == DispatchType::parallel && !c.max_presented.has_value())
+      q->attach_runtime(cfg_.runtime, kNoCore, cores);  // a FIFO shard per core
+    else if (c.dispatch == DispatchType::parallel)
+      q->attach_runtime(cfg_.runtime, kNoCore, 0);  // one shard: the presented limit is global
+    else
+      q->attach_runtime(cfg_.runtime, next_home_core_++ % cores, 0);
+  }
   QueueImpl* raw = q.get();
   queues_.push_back(std::move(q));
   if (c.default_queue) default_queue_ = raw;

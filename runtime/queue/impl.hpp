@@ -34,6 +34,8 @@
 #include <set>
 #include <vector>
 
+#include <ioq/runtime.hpp>
+
 #include "base/per_thread.hpp"
 #include "memory/slab.hpp"
 #include "queue/state.hpp"
@@ -93,6 +95,15 @@ class QueueImpl final : public Queue {
   static void init_slab_objects(Slab& slab, DeviceImpl* device, QueueImpl* reserved_owner) noexcept;
 
   DeviceImpl& dev() const noexcept { return dev_; }
+  // The queue the driver knows: the parent of a per-core shard, else itself.
+  QueueImpl& facade() noexcept { return parent_ != nullptr ? *parent_ : *this; }
+  const QueueImpl& facade() const noexcept { return parent_ != nullptr ? *parent_ : *this; }
+  bool sharded() const noexcept { return !shards_.empty(); }
+  std::uint32_t home_core() const noexcept { return home_core_; }
+  // Per-core set-up (DeviceConfig::runtime): where this queue dispatches, and
+  // for an unlimited parallel queue, its shards (one per core).
+  void attach_runtime(Runtime* rt, std::uint32_t home_core, std::uint32_t shards);
+  const std::vector<std::unique_ptr<QueueImpl>>& shards() const noexcept { return shards_; }
   const QueueConfig& config() const noexcept { return cfg_; }
   bool is_power_managed() const noexcept { return power_managed_; }
   bool is_manual() const noexcept { return cfg_.dispatch == DispatchType::manual; }
@@ -147,6 +158,8 @@ class QueueImpl final : public Queue {
   void power_up_release() noexcept;                // dispatch again
   void shutdown() noexcept;                        // removal: no Accept, purge
   void wait_power_acks() noexcept;
+  // Waits until no thread is in (or posted to run) this queue's loops.
+  void wait_idle_loops() noexcept;
   void power_ack_done() noexcept;                  // one notified request finished
 
   // ---- Queue API ----
@@ -258,6 +271,27 @@ public:
   std::atomic<ForwardProgress*> fp_{nullptr};
   std::unique_ptr<ForwardProgress> fp_owned_;
 
+  // Per-core dispatch.
+  Runtime* rt_ = nullptr;
+  std::uint32_t home_core_ = kNoCore;  // dispatch runs there (kNoCore: anywhere)
+  struct LoopTask {
+    Task task;
+    QueueImpl* q;
+  } loop_task_{};                       // posts this queue's loop to its home core
+  QueueImpl* parent_ = nullptr;         // set on a shard
+  std::vector<std::unique_ptr<QueueImpl>> shards_;  // set on the parent of shards
+  // Stop/drain/purge callbacks of a sharded queue fire when every shard's has.
+  struct FanOut {
+    std::atomic<std::uint32_t> remaining{0};
+    QueueCallback fn = nullptr;
+    void* ctx = nullptr;
+    QueueImpl* parent = nullptr;
+  };
+  FanOut fan_idle_, fan_purge_;
+  bool on_home_core() const noexcept;
+  QueueImpl& shard_for_caller() noexcept;
+  static void fan_out_fired(Queue& shard, void* ctx);
+
   friend class DeviceImpl;
 };
 
@@ -318,6 +352,7 @@ class DeviceImpl final : public Device {
   std::unique_ptr<Arena> arena_;
   std::atomic<std::int64_t> passive_tasks_{0};
   std::atomic<std::uint32_t> reserved_in_use_{0};  // reserved requests assigned to queues
+  std::uint32_t next_home_core_ = 0;                // round-robin home cores (under control_)
 };
 
 template <typename Fn>

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "base/backoff.hpp"
+#include "exec/runtime_impl.hpp"
 #include "queue/forward_progress.hpp"
 #include "queue/impl.hpp"
 
@@ -24,8 +25,9 @@ thread_local LoopStack t_loops;
 }  // namespace
 
 bool thread_in_loop_of(const QueueImpl* q) noexcept {
+  // A shard's loop counts as its parent's too (the driver knows the parent).
   for (int i = 0; i < t_loops.depth; ++i)
-    if (t_loops.q[i] == q) return true;
+    if (t_loops.q[i] == q || &t_loops.q[i]->facade() == q) return true;
   return false;
 }
 
@@ -63,6 +65,43 @@ QueueImpl::QueueImpl(DeviceImpl& device, const QueueConfig& config, bool power_m
 
 QueueImpl::~QueueImpl() = default;
 
+// ---------------------------------------------------------------------------
+// Per-core dispatch
+
+void QueueImpl::attach_runtime(Runtime* rt, std::uint32_t home_core, std::uint32_t shards) {
+  rt_ = rt;
+  home_core_ = home_core;
+  loop_task_.q = this;
+  loop_task_.task.run = [](Task& t) noexcept { reinterpret_cast<LoopTask&>(t).q->run_loop(); };
+  for (std::uint32_t k = 0; k < shards; ++k) {
+    auto shard = std::make_unique<QueueImpl>(dev_, cfg_, power_managed_);
+    shard->parent_ = this;
+    shard->attach_runtime(rt, k, 0);
+    shards_.push_back(std::move(shard));
+  }
+}
+
+bool QueueImpl::on_home_core() const noexcept {
+  return home_core_ == kNoCore || RuntimeAccess::of(*rt_).core_of_calling_thread() == home_core_;
+}
+
+QueueImpl& QueueImpl::shard_for_caller() noexcept {
+  std::uint32_t core = RuntimeAccess::of(*rt_).core_of_calling_thread();
+  // A thread serving no core spreads its arrivals by its thread index; they
+  // are dispatched on that shard's core.
+  if (core == kNoCore) core = thread_index();
+  return *shards_[core % shards_.size()];
+}
+
+void QueueImpl::fan_out_fired(Queue&, void* ctx) {
+  auto* f = static_cast<FanOut*>(ctx);
+  // Read before counting down: a new registration may reuse the slot as soon
+  // as the count reaches zero.
+  const QueueCallback fn = f->fn;
+  void* user = f->ctx;
+  if (f->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1 && fn != nullptr) fn(*f->parent, user);
+}
+
 bool QueueImpl::has_handler_for(RequestType t) const noexcept {
   if (is_manual() || cfg_.on_default != nullptr) return true;
   switch (t) {
@@ -90,6 +129,9 @@ bool QueueImpl::work_for(std::uint64_t s, std::uint32_t x_self) const noexcept {
 bool QueueImpl::update(std::uint64_t add, std::uint64_t sub, std::uint64_t or_bits,
                        std::uint64_t clear_bits, bool parallel_entry, bool ready_if_empty) noexcept {
   const bool in_loop = thread_in_loop_of(this);
+  // A queue with a home core has one loop task: only its home core enters in
+  // parallel with a running loop.
+  parallel_entry = parallel_entry && on_home_core();
   std::uint64_t s = st_.load(std::memory_order_relaxed);
   for (;;) {
     std::uint64_t ns = ((s + add - sub) | or_bits) & ~clear_bits;
@@ -110,6 +152,8 @@ bool QueueImpl::update(std::uint64_t add, std::uint64_t sub, std::uint64_t or_bi
 void QueueImpl::enter_loop() noexcept {
   if (cfg_.execution == ExecutionLevel::passive)
     dev_.run_passive(this);
+  else if (!on_home_core())
+    rt_->post(home_core_, loop_task_.task);  // the loop runs on the home core
   else
     run_loop();
 }
@@ -200,8 +244,13 @@ RequestImpl* QueueImpl::pop_locked() noexcept {
 // Arrival, insertion
 
 void QueueImpl::arrive(RequestImpl* r) noexcept {
+  if (sharded()) {
+    shard_for_caller().arrive(r);
+    return;
+  }
   const bool in_loop = thread_in_loop_of(this);
-  const bool fast_ok = !in_loop && !is_manual() && cfg_.execution == ExecutionLevel::dispatch;
+  const bool fast_ok =
+      !in_loop && !is_manual() && cfg_.execution == ExecutionLevel::dispatch && on_home_core();
   std::uint64_t s = st_.load(std::memory_order_acquire);
   for (;;) {
     if (!(s & kAccept)) {
@@ -284,6 +333,7 @@ void QueueImpl::recheck_canceled(RequestImpl* r, std::uint32_t gen) noexcept {
 }
 
 Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w) noexcept {
+  if (sharded()) return shard_for_caller().accept_forward(r, w);
   std::uint64_t s = st_.load(std::memory_order_acquire);
   for (;;) {
     if (!(s & kAccept)) return Status::wdf_busy;
@@ -468,7 +518,7 @@ void QueueImpl::present(RequestImpl* r, std::uint64_t w) noexcept {
     complete_owned(r, w, Status::invalid_device_request);
     return;
   }
-  h(*this, Request(r->handle_for(w)));
+  h(facade(), Request(r->handle_for(w)));
 }
 
 void QueueImpl::complete_owned(RequestImpl* r, std::uint64_t w, Status status) noexcept {
@@ -540,7 +590,7 @@ void QueueImpl::run_events() noexcept {
       void* ctx = r->cancel_ctx.load(std::memory_order_acquire);
       if (cb != nullptr) cb(req, ctx);
     } else {
-      cfg_.on_canceled_on_queue(*this, req);
+      cfg_.on_canceled_on_queue(facade(), req);
     }
   }
 }
@@ -642,6 +692,7 @@ void QueueImpl::cancel_queued(RequestImpl* r, std::uint32_t gen) noexcept {
 }
 
 void QueueImpl::cleanup_file(FileHandle f) noexcept {
+  for (auto& shard : shards_) shard->cleanup_file(f);
   take_token();
   drain_inbox_locked();
   RequestImpl* out = nullptr;
@@ -694,6 +745,10 @@ void QueueImpl::cancel_cancelable_owned() noexcept {
 // Control operations
 
 Status QueueImpl::start_impl() noexcept {
+  if (sharded()) {
+    for (auto& shard : shards_) (void)shard->start_impl();
+    return Status::success;
+  }
   {
     std::lock_guard lock(control_);
     purge_mode_.store(false, std::memory_order_release);
@@ -710,6 +765,23 @@ Status QueueImpl::start_impl() noexcept {
 }
 
 Status QueueImpl::stop_impl(QueueCallback cb, void* ctx, bool purge) noexcept {
+  if (sharded()) {
+    {
+      std::lock_guard lock(control_);
+      if (cb != nullptr && fan_idle_.remaining.load(std::memory_order_acquire) != 0)
+        return dev_.usage(Status::usage_slot_busy, "stop: the stop callback slot is busy");
+      if (cb != nullptr) {
+        fan_idle_.fn = cb;
+        fan_idle_.ctx = ctx;
+        fan_idle_.parent = this;
+        fan_idle_.remaining.store(static_cast<std::uint32_t>(shards_.size()), std::memory_order_release);
+      }
+    }
+    for (auto& shard : shards_)
+      (void)shard->stop_impl(cb != nullptr ? fan_out_fired : nullptr, cb != nullptr ? &fan_idle_ : nullptr, purge);
+    if (purge) fp_cancel_all_parked(nullptr);
+    return Status::success;
+  }
   RequestImpl* canceled = nullptr;
   {
     std::lock_guard lock(control_);
@@ -743,6 +815,26 @@ Status QueueImpl::stop_impl(QueueCallback cb, void* ctx, bool purge) noexcept {
 }
 
 Status QueueImpl::drain_impl(QueueCallback cb, void* ctx, bool purge) noexcept {
+  if (sharded()) {
+    {
+      std::lock_guard lock(control_);
+      if (cb != nullptr && fan_purge_.remaining.load(std::memory_order_acquire) != 0)
+        return dev_.usage(Status::usage_slot_busy,
+                          purge ? "purge: the drain/purge callback slot is busy"
+                                : "drain: the drain/purge callback slot is busy");
+      if (cb != nullptr) {
+        fan_purge_.fn = cb;
+        fan_purge_.ctx = ctx;
+        fan_purge_.parent = this;
+        fan_purge_.remaining.store(static_cast<std::uint32_t>(shards_.size()), std::memory_order_release);
+      }
+    }
+    for (auto& shard : shards_)
+      (void)shard->drain_impl(cb != nullptr ? fan_out_fired : nullptr, cb != nullptr ? &fan_purge_ : nullptr,
+                              purge);
+    fp_cancel_all_parked(nullptr);
+    return Status::success;
+  }
   RequestImpl* canceled = nullptr;
   {
     std::lock_guard lock(control_);
@@ -807,6 +899,21 @@ Status QueueImpl::sync_impl(SyncOp op) noexcept {
 }
 
 QueueState QueueImpl::get_state_impl() const noexcept {
+  if (sharded()) {
+    // Flags from the first shard (every control operation sets them on all),
+    // counts summed: a snapshot.
+    QueueState out = shards_[0]->get_state_impl();
+    out.queued = out.driver_owned = 0;
+    for (const auto& shard : shards_) {
+      const QueueState st = shard->get_state_impl();
+      out.queued += st.queued;
+      out.driver_owned += st.driver_owned;
+    }
+    out.flags &= ~(kQueueNoRequests | kQueueDriverNoRequests);
+    if (out.queued == 0) out.flags |= kQueueNoRequests;
+    if (out.driver_owned == 0) out.flags |= kQueueDriverNoRequests;
+    return out;
+  }
   const std::uint64_t s = st_.load(std::memory_order_acquire);
   QueueState out;
   if (s & kAccept) out.flags |= kQueueAccepting;
@@ -954,7 +1061,11 @@ Status QueueImpl::retrieve_found_impl(Request tag, Request& out) noexcept {
 }
 
 QueueCounters QueueImpl::counters_impl() const noexcept {
-  const auto c = counters_.snapshot();
+  auto c = counters_.snapshot();
+  for (const auto& shard : shards_) {
+    const auto sc = shard->counters_.snapshot();
+    for (std::size_t i = 0; i < c.size(); ++i) c[i] += sc[i];
+  }
   QueueCounters out;
   out.arrived = c[kArrived];
   out.presented = c[kPresented];
@@ -979,6 +1090,10 @@ void QueueImpl::wait_no_dispatcher() noexcept {
 }
 
 void QueueImpl::power_down(std::uint32_t flags) noexcept {
+  if (sharded()) {
+    for (auto& shard : shards_) shard->power_down(flags);
+    return;
+  }
   // 1. No new delivery and no callbacks; wait until no handler runs.
   st_.fetch_or(kBarrier, std::memory_order_acq_rel);
   wait_no_dispatcher();
@@ -1004,7 +1119,7 @@ void QueueImpl::power_down(std::uint32_t flags) noexcept {
   });
   if (cfg_.on_stop != nullptr) {
     for (const Notice& n : notices)
-      cfg_.on_stop(*this, Request(n.handle),
+      cfg_.on_stop(facade(), Request(n.handle),
                    flags | (n.cancelable ? static_cast<std::uint32_t>(kStopRequestCancelable) : 0u));
   }
   // 3. Hold dispatch (power is going off) but let callbacks run again, so
@@ -1012,11 +1127,17 @@ void QueueImpl::power_down(std::uint32_t flags) noexcept {
   if (update(0, 0, kPnpHeld, kBarrier, false)) enter_loop();
 }
 
+void QueueImpl::wait_idle_loops() noexcept {
+  for (auto& shard : shards_) shard->wait_idle_loops();
+  wait_no_dispatcher();
+}
+
 void QueueImpl::power_ack_done() noexcept {
   if (power_pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) power_pending_.notify_all();
 }
 
 void QueueImpl::wait_power_acks() noexcept {
+  for (auto& shard : shards_) shard->wait_power_acks();
   for (;;) {
     const std::int32_t v = power_pending_.load(std::memory_order_acquire);
     if (v <= 0) return;
@@ -1025,6 +1146,10 @@ void QueueImpl::wait_power_acks() noexcept {
 }
 
 void QueueImpl::power_up_notify() noexcept {
+  if (sharded()) {
+    for (auto& shard : shards_) shard->power_up_notify();
+    return;
+  }
   st_.fetch_or(kBarrier, std::memory_order_acq_rel);
   wait_no_dispatcher();
   std::vector<std::uint64_t> resumed;
@@ -1038,10 +1163,14 @@ void QueueImpl::power_up_notify() noexcept {
     }
   });
   if (cfg_.on_resume != nullptr)
-    for (std::uint64_t h : resumed) cfg_.on_resume(*this, Request(h));
+    for (std::uint64_t h : resumed) cfg_.on_resume(facade(), Request(h));
 }
 
 void QueueImpl::power_up_release() noexcept {
+  if (sharded()) {
+    for (auto& shard : shards_) shard->power_up_release();
+    return;
+  }
   // One step: power back on and, for a manual queue with requests waiting,
   // re-arm ReadyNotify (so it fires once for this transition, not twice).
   std::uint64_t s = st_.load(std::memory_order_relaxed);
@@ -1057,6 +1186,7 @@ void QueueImpl::power_up_release() noexcept {
 }
 
 void QueueImpl::shutdown() noexcept {
+  for (auto& shard : shards_) shard->shutdown();
   RequestImpl* canceled = nullptr;
   {
     std::lock_guard lock(control_);

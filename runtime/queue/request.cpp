@@ -80,7 +80,7 @@ Status Request::forward_to_queue(Queue& destination) const noexcept {
                             "forward_to_queue: a cancelable request cannot be forwarded");
   QueueImpl* source = r->queue.load(std::memory_order_acquire);
   QueueImpl& dest = detail::impl(destination);
-  if (&dest == source || &dest.dev() != r->device) return Status::invalid_device_request;
+  if (&dest == &source->facade() || &dest.dev() != r->device) return Status::invalid_device_request;
   const Status s = dest.accept_forward(r, w);
   if (s != Status::success) {
     return is_usage_error(s) ? r->device->usage(s, "forward_to_queue: the request changed hands") : s;
@@ -220,7 +220,9 @@ Status Request::validate() const noexcept {
 
 Queue* Request::queue() const noexcept {
   const Live l = live(handle_);
-  return l.r ? l.r->queue.load(std::memory_order_acquire) : nullptr;
+  if (l.r == nullptr) return nullptr;
+  QueueImpl* q = l.r->queue.load(std::memory_order_acquire);
+  return q != nullptr ? &q->facade() : nullptr;
 }
 
 namespace {
