@@ -117,9 +117,7 @@ class QueueImpl final : public Queue {
   // Called after the request left the driver's hands through this queue
   // (completion, forward out, requeue, handed to canceled-on-queue... ) with
   // the change to apply to st_ (e.g. -D1).
-  void release_driver(std::uint64_t delta_sub) noexcept {
-    if (update(0, delta_sub, 0, 0, false)) enter_loop();
-  }
+  void release_driver(std::uint64_t delta_sub) noexcept;
   // Requeue/stop-ack: owned request back to the head.
   void requeue_head(RequestImpl* r) noexcept;
   // The driver's request r was canceled while marked cancelable (or marked
@@ -245,6 +243,10 @@ public:
   const QueueConfig cfg_;
   const bool power_managed_;
   const std::uint32_t limit_;  // most owned requests before delivery stops
+  // Unlimited parallel queues: the driver count never gates delivery, so a
+  // completion inside one of this queue's handlers may leave its release to
+  // the dispatch loop's next state update (one locked operation fewer).
+  const bool defer_release_;
 
   alignas(kCacheLine) std::atomic<std::uint64_t> st_;
   alignas(kCacheLine) MpmcRing<RequestImpl*> inbox_;

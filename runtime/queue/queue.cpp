@@ -22,6 +22,14 @@ struct LoopStack {
 };
 thread_local LoopStack t_loops;
 
+// Driver-count releases deferred by completions inside a handler of `q`,
+// applied by the dispatch loop that called the handler (see defer_release_).
+struct DeferredRelease {
+  const QueueImpl* q = nullptr;
+  std::uint64_t sub = 0;
+};
+thread_local DeferredRelease t_defer;
+
 }  // namespace
 
 bool thread_in_loop_of(const QueueImpl* q) noexcept {
@@ -59,6 +67,7 @@ QueueImpl::QueueImpl(DeviceImpl& device, const QueueConfig& config, bool power_m
       cfg_(config),
       power_managed_(power_managed),
       limit_(limit_for(config)),
+      defer_release_(config.dispatch == DispatchType::parallel && !config.max_presented.has_value()),
       st_(kAccept | kDispatch |
           (power_managed && device.power_.load(std::memory_order_relaxed) != PowerState::d0 ? kPnpHeld : 0)),
       inbox_(device.slab_->slots() + device.cfg_.max_reserved_requests) {}
@@ -147,6 +156,14 @@ bool QueueImpl::update(std::uint64_t add, std::uint64_t sub, std::uint64_t or_bi
     if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_relaxed))
       return enter;
   }
+}
+
+void QueueImpl::release_driver(std::uint64_t delta_sub) noexcept {
+  if (t_defer.q == this) {  // inside one of our handlers: the loop applies it
+    t_defer.sub += delta_sub;
+    return;
+  }
+  if (update(0, delta_sub, 0, 0, false)) enter_loop();
 }
 
 void QueueImpl::enter_loop() noexcept {
@@ -393,17 +410,42 @@ void QueueImpl::requeue_head(RequestImpl* r) noexcept {
 
 void QueueImpl::run_loop(RequestImpl* first, std::uint64_t first_word) noexcept {
   LoopScope scope(this);
-  if (first != nullptr) present(first, first_word);
+  // Releases deferred by handlers this loop called (defer_release_): every
+  // decision below is taken on v = s - pending, the word as it is once they
+  // land, and the next compare-exchange that succeeds applies them.
+  std::uint64_t pending = 0;
+  auto deliver = [&](RequestImpl* r, std::uint64_t w) {
+    if (!defer_release_) {
+      present(r, w);
+      return;
+    }
+    const DeferredRelease saved = t_defer;
+    t_defer = DeferredRelease{this, 0};
+    present(r, w);
+    pending += t_defer.sub;
+    t_defer = saved;
+  };
+  if (first != nullptr) deliver(first, first_word);
   Backoff backoff;
   std::uint64_t blocked_at = 0;  // state in which a pop found the inbox head unpublished
   std::uint64_t s = st_.load(std::memory_order_acquire);
   for (;;) {
-    if ((s & kEvents) && !(s & kBarrier)) {
+    const std::uint64_t v = s - pending;
+    const bool events = (v & kEvents) && !(v & kBarrier);
+    const bool idle = (v & kIdleArmed) && D(v) == 0 && X(v) == 1;
+    const bool purged = (v & kPurgeArmed) && D(v) == 0 && Q(v) == 0 && I(v) == 0 && X(v) == 1;
+    if ((events || idle || purged) && pending != 0) {
+      // Rare paths work on the real word: apply the deferred releases first.
+      s = st_.fetch_sub(pending, std::memory_order_acq_rel) - pending;
+      pending = 0;
+      continue;
+    }
+    if (events) {
       run_events();
       s = st_.load(std::memory_order_acquire);
       continue;
     }
-    if ((s & kIdleArmed) && D(s) == 0 && X(s) == 1) {
+    if (idle) {
       const Slot slot = idle_slot_;  // stable while kIdleArmed is set
       if (st_.compare_exchange_weak(s, s & ~(kIdleArmed | kLatch), std::memory_order_acq_rel,
                                     std::memory_order_acquire)) {
@@ -412,7 +454,7 @@ void QueueImpl::run_loop(RequestImpl* first, std::uint64_t first_word) noexcept 
       }
       continue;
     }
-    if ((s & kPurgeArmed) && D(s) == 0 && Q(s) == 0 && I(s) == 0 && X(s) == 1) {
+    if (purged) {
       const Slot slot = purge_slot_;  // stable while kPurgeArmed is set
       if (st_.compare_exchange_weak(s, s & ~(kPurgeArmed | kLatch), std::memory_order_acq_rel,
                                     std::memory_order_acquire)) {
@@ -422,17 +464,19 @@ void QueueImpl::run_loop(RequestImpl* first, std::uint64_t first_word) noexcept 
       continue;
     }
     const bool purging = purge_mode_.load(std::memory_order_acquire);
-    if (poppable(s) > 0 && s != blocked_at &&
-        (purging || (can_dispatch(s) && !is_manual() && D(s) < limit_))) {
-      if (s & kToken) {
+    if (poppable(v) > 0 && s != blocked_at &&
+        (purging || (can_dispatch(v) && !is_manual() && D(v) < limit_))) {
+      if (v & kToken) {
         backoff.pause();
         s = st_.load(std::memory_order_acquire);
         continue;
       }
-      // acq_rel: reserve one queued request as driver-owned and take the pop token.
-      if (!st_.compare_exchange_weak(s, s - kQ1 + kD1 + kToken, std::memory_order_acq_rel,
+      // acq_rel: reserve one queued request as driver-owned and take the pop
+      // token (and apply the deferred releases).
+      if (!st_.compare_exchange_weak(s, v - kQ1 + kD1 + kToken, std::memory_order_acq_rel,
                                      std::memory_order_acquire))
         continue;
+      pending = 0;
       RequestImpl* r = pop_locked();
       if (r == nullptr) {
         // The inbox head is a ticket whose producer has not published yet; its
@@ -443,16 +487,16 @@ void QueueImpl::run_loop(RequestImpl* first, std::uint64_t first_word) noexcept 
       }
       release_token();
       backoff.reset();
-      if (const std::uint64_t w = claim_popped(r); w != 0) present(r, w);
+      if (const std::uint64_t w = claim_popped(r); w != 0) deliver(r, w);
       s = st_.load(std::memory_order_acquire);
       continue;
     }
-    if (is_manual() && can_dispatch(s) && (s & kReady)) {
+    if (is_manual() && can_dispatch(v) && (v & kReady)) {
       const QueueCallback cb = ready_cb_.load(std::memory_order_acquire);
       void* ctx = ready_ctx_.load(std::memory_order_acquire);
       if (cb != nullptr) {
-        if (st_.compare_exchange_weak(s, s & ~kReady, std::memory_order_acq_rel,
-                                      std::memory_order_acquire)) {
+        if (st_.compare_exchange_weak(s, v & ~kReady, std::memory_order_acq_rel, std::memory_order_acquire)) {
+          pending = 0;
           cb(*this, ctx);
           s = st_.load(std::memory_order_acquire);
         }
@@ -460,7 +504,7 @@ void QueueImpl::run_loop(RequestImpl* first, std::uint64_t first_word) noexcept 
       }
     }
     // Nothing for this thread: leave, unless the word changed since we looked.
-    if (st_.compare_exchange_weak(s, s - kX1, std::memory_order_acq_rel, std::memory_order_acquire))
+    if (st_.compare_exchange_weak(s, v - kX1, std::memory_order_acq_rel, std::memory_order_acquire))
       return;
   }
 }
@@ -914,7 +958,10 @@ QueueState QueueImpl::get_state_impl() const noexcept {
     if (out.driver_owned == 0) out.flags |= kQueueDriverNoRequests;
     return out;
   }
-  const std::uint64_t s = st_.load(std::memory_order_acquire);
+  std::uint64_t s = st_.load(std::memory_order_acquire);
+  // The calling thread's own deferred releases (a handler that completed its
+  // request and asks) have happened for it.
+  if (t_defer.q == this) s -= t_defer.sub;
   QueueState out;
   if (s & kAccept) out.flags |= kQueueAccepting;
   if (s & kDispatch) out.flags |= kQueueDispatching;
