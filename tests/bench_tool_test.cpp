@@ -225,8 +225,9 @@ TEST(Options, DefaultsAreFiosAndTheBriefs) {
   EXPECT_EQ(o.rw, RwMode::read);
   EXPECT_EQ(o.bs_bytes, 4096u);
   EXPECT_EQ(o.iodepth, 32u);
-  EXPECT_EQ(o.iodepth_batch_submit, 1u);
-  EXPECT_EQ(o.batch_submit(), 1u);
+  EXPECT_EQ(o.iodepth_batch_submit, 0u) << "ioq-bench batches to the whole iodepth by default";
+  EXPECT_EQ(o.batch_submit(), 32u);
+  EXPECT_EQ(o.lat_sample, 1u) << "every request timed by default";
   EXPECT_EQ(o.numjobs, 1u);
   EXPECT_EQ(o.runtime_ns, 3'000'000'000u);
   EXPECT_FALSE(o.time_based);

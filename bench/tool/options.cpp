@@ -270,6 +270,9 @@ const Field kFields[] = {
     {"--verify", "MODE", kIoq, "none|crc32c: check the data of each request",
      [](const Options& o) { return std::string(to_string(o.verify)); },
      [](std::string_view t, Options& o) { return enum_field(t, kVerifyModes, o.verify); }},
+    {"--lat-sample", "N", kIoq, "Time one request in N for the latency figures (1: every request)",
+     [](const Options& o) { return std::to_string(o.lat_sample); },
+     [](std::string_view t, Options& o) { return uint_field(t, 1, 1u << 20, o.lat_sample); }},
     {"--prometheus", nullptr, kIoq, "Print the runtime's counters in Prometheus text after the run",
      [](const Options& o) { return std::string(o.prometheus ? "1" : "0"); }, nullptr},
 };

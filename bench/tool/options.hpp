@@ -19,9 +19,14 @@
 //       accepts io_uring options only with that engine, too).
 //     * a bad combination is an error rather than a silent clamp
 //       (fio clamps --iodepth_batch_submit to --iodepth; here it is exit 2).
-//   --iodepth_batch_submit (alias --iodepth_batch) keeps fio's meaning and
-//   default: 1 submits each request as soon as it is prepared, N submits in
-//   batches of N, 0 means "the whole --iodepth" (see Options::batch_submit()).
+//   --iodepth_batch_submit (alias --iodepth_batch) keeps fio's meaning: 1
+//   submits each request as soon as it is prepared, N submits in batches of N,
+//   0 means "the whole --iodepth" (see Options::batch_submit()). Its default
+//   is 0, not fio's 1: ioq submits a batch in one step, and batching at every
+//   boundary is how ioq is meant to be driven. Comparisons with fio set it
+//   explicitly on both sides.
+//   --lat-sample=N times one request in N (default 1: every request); the
+//   others still count in IOPS and bandwidth. A timestamp costs ~12 ns here.
 //   Without --time_based a job ends after --size bytes or --runtime,
 //   whichever comes first (fio's meaning; --runtime=0: no time limit).
 //
@@ -62,7 +67,7 @@ struct Options {
   std::uint32_t rwmixread = 50;              // --rwmixread: % reads for randrw (0..100)
   std::uint64_t bs_bytes = 4096;             // --bs: request size
   std::uint32_t iodepth = 32;                // --iodepth: requests in flight per job
-  std::uint32_t iodepth_batch_submit = 1;    // --iodepth_batch_submit: 0 = iodepth
+  std::uint32_t iodepth_batch_submit = 0;    // --iodepth_batch_submit: 0 = iodepth (fio's default: 1)
   std::uint32_t numjobs = 1;                 // --numjobs: load-generating jobs (threads)
   std::uint64_t runtime_ns = 3'000'000'000;  // --runtime: 0 = no time limit (unless time_based)
   bool time_based = false;                   // --time_based: run for runtime even after size
@@ -87,6 +92,7 @@ struct Options {
   std::uint32_t reserved = 0;                      // --reserved: reserved requests per queue
   Verify verify = Verify::none;                    // --verify
   bool prometheus = false;                         // --prometheus: print counters after the run
+  std::uint32_t lat_sample = 1;                    // --lat-sample: time 1 request in N (1: every one)
 
   // --iodepth_batch_submit resolved: 0 means iodepth.
   [[nodiscard]] std::uint32_t batch_submit() const noexcept {

@@ -137,6 +137,13 @@ class Device {
   Status start() noexcept;
 
   Status submit(Packet& packet) noexcept;
+  // Submits packets[0..n) in order, as n submit() calls would (each gets
+  // pending or is rejected the same way), but in one step where it can: on a
+  // parallel queue without a presented limit whose FIFO is empty, one update
+  // of the queue's state word delivers the whole batch. Returns pending when
+  // every packet was accepted, else the first rejection's status (invalid_-
+  // parameter for a packet without callback; the others were still submitted).
+  Status submit_batch(Packet* const* packets, std::size_t n) noexcept;
   Status cancel(Packet& packet) noexcept;
   Status cancel(std::uint64_t request_handle) noexcept;
 

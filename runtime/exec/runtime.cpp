@@ -181,7 +181,9 @@ std::size_t Runtime::Impl::poll(Core& core) noexcept {
     t->run(*t);
     ++work;
   }
-  for (auto& p : pollers) {
+  const std::uint32_t n = poller_count.load(std::memory_order_acquire);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    PollerSlot& p = pollers[i];
     // acquire: pairs with the release in add_poller (ctx stored before fn).
     const PollFn fn = p.fn.load(std::memory_order_acquire);
     if (fn != nullptr) work += fn(p.ctx.load(std::memory_order_relaxed), core.index);
@@ -227,6 +229,8 @@ std::uint32_t Runtime::add_poller(PollFn fn, void* ctx) {
       p.ctx.store(ctx, std::memory_order_relaxed);
       // release: publishes ctx to the acquire load in poll().
       p.fn.store(fn, std::memory_order_release);
+      if (impl_->poller_count.load(std::memory_order_relaxed) <= i)
+        impl_->poller_count.store(i + 1, std::memory_order_release);
       return i;
     }
   }

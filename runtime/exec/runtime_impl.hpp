@@ -47,6 +47,7 @@ struct Runtime::Impl {
   RuntimeConfig cfg;
   std::vector<std::unique_ptr<Core>> cores;
   std::array<PollerSlot, 16> pollers{};
+  std::atomic<std::uint32_t> poller_count{0};  // slots [0, count) may be in use
   std::mutex pollers_mu;
   std::atomic<bool> stopping{false};
 };

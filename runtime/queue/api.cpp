@@ -3,7 +3,9 @@
 #include <ioq/queue.hpp>
 
 #include <atomic>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "queue/impl.hpp"
 
@@ -75,6 +77,9 @@ Status Device::configure_request_dispatching(Queue& queue, RequestType type) noe
 Queue* Device::default_queue() const noexcept { return impl(*this).default_queue_; }
 Status Device::start() noexcept { return impl(*this).start_impl(); }
 Status Device::submit(Packet& packet) noexcept { return impl(*this).submit_impl(packet); }
+Status Device::submit_batch(Packet* const* packets, std::size_t n) noexcept {
+  return impl(*this).submit_batch_impl(packets, n);
+}
 Status Device::cancel(Packet& packet) noexcept {
   // A packet parked for a reserved request has no request yet.
   const std::uintptr_t parked = std::atomic_ref<std::uintptr_t>(packet.parked).load(std::memory_order_acquire);
@@ -116,6 +121,60 @@ DeviceStats Device::stats() const noexcept {
 }
 
 const DeviceConfig& Device::config() const noexcept { return impl(*this).cfg(); }
+
+std::string Device::prometheus() const {
+  const auto& d = impl(*this);
+  std::ostringstream out;
+  struct Metric {
+    const char* name;
+    const char* type;
+    const char* help;
+  };
+  static constexpr Metric metrics[] = {
+      {"ioq_queue_arrived_total", "counter", "Requests routed to the queue and accepted."},
+      {"ioq_queue_presented_total", "counter", "Requests delivered to a handler or retrieved."},
+      {"ioq_queue_completed_total", "counter", "Requests completed through the queue."},
+      {"ioq_queue_cancelled_total", "counter", "Requests completed cancelled."},
+      {"ioq_queue_forwarded_total", "counter", "Requests forwarded to another queue."},
+      {"ioq_queue_requeued_total", "counter", "Requests requeued."},
+      {"ioq_queue_rejected_total", "counter", "Arrivals refused (not accepting)."},
+      {"ioq_queue_depth", "gauge", "Requests queued plus owned by the driver."},
+      {"ioq_queue_reserved_in_use", "gauge", "Reserved requests bound to a packet."},
+      {"ioq_queue_parked", "gauge", "Packets waiting for a reserved request."},
+  };
+  // One sample set per queue, and per core for a queue with per-core shards.
+  struct Sample {
+    std::string labels;
+    std::uint64_t v[std::size(metrics)];
+  };
+  std::vector<Sample> samples;
+  auto add = [&](const detail::QueueImpl& q, const std::string& labels, bool with_fp) {
+    const QueueCounters c = q.counters_impl();
+    const QueueState st = q.get_state_impl();
+    const ForwardProgressStats fp = with_fp ? q.fp_stats() : ForwardProgressStats{};
+    samples.push_back(Sample{labels,
+                             {c.arrived, c.presented, c.completed, c.cancelled, c.forwarded, c.requeued,
+                              c.rejected, std::uint64_t{st.queued} + st.driver_owned, fp.in_use, fp.parked}});
+  };
+  std::size_t i = 0;
+  for (const detail::QueueImpl* q : d.queue_list()) {
+    const std::string base = "device=\"" + std::string(d.cfg().name) + "\",queue=\"" +
+                             (q->config().name[0] ? std::string(q->config().name) : "q" + std::to_string(i)) + "\"";
+    add(*q, base, true);
+    std::uint32_t core = 0;
+    for (const auto& shard : q->shards()) add(*shard, base + ",core=\"" + std::to_string(core++) + "\"", false);
+    ++i;
+  }
+  for (std::size_t m = 0; m < std::size(metrics); ++m) {
+    out << "# HELP " << metrics[m].name << ' ' << metrics[m].help << "\n# TYPE " << metrics[m].name << ' '
+        << metrics[m].type << '\n';
+    for (const Sample& s : samples) out << metrics[m].name << '{' << s.labels << "} " << s.v[m] << '\n';
+  }
+  const DeviceStats ds = stats();
+  out << "# HELP ioq_device_free_requests Free request slots.\n# TYPE ioq_device_free_requests gauge\n"
+      << "ioq_device_free_requests{device=\"" << d.cfg().name << "\"} " << ds.free_requests << '\n';
+  return out.str();
+}
 
 const char* to_string(RequestType t) noexcept {
   switch (t) {

@@ -212,11 +212,7 @@ Status DeviceImpl::start_impl() noexcept {
 // ---------------------------------------------------------------------------
 // Submission
 
-Status DeviceImpl::submit_impl(Packet& p) noexcept {
-  if (p.on_complete == nullptr) {
-    p.status = Status::invalid_parameter;
-    return Status::invalid_parameter;
-  }
+QueueImpl* DeviceImpl::route(Packet& p) noexcept {
   p.status = Status::pending;
   p.information = 0;
   p.sys_errno = 0;
@@ -226,36 +222,50 @@ Status DeviceImpl::submit_impl(Packet& p) noexcept {
   // acquire: pairs with the release in start_impl().
   if (!started_.load(std::memory_order_acquire)) {
     complete_unbound(p, Status::invalid_device_state);
-    return Status::pending;
+    return nullptr;
   }
   const auto t = static_cast<std::uint32_t>(p.type);
   if (t >= kRequestTypeCount) {
     complete_unbound(p, Status::invalid_parameter);
-    return Status::pending;
+    return nullptr;
   }
   QueueImpl* q = routes_[t] != nullptr ? routes_[t] : default_queue_;
   const bool pass_down =
       cfg_.filter && (q == nullptr || (q == default_queue_ && routes_[t] == nullptr && !q->has_handler_for(p.type)));
   if (pass_down) {
-    if (cfg_.lower != nullptr) return cfg_.lower->submit(p);
-    complete_unbound(p, Status::invalid_device_request);
-    return Status::pending;
+    if (cfg_.lower != nullptr) (void)cfg_.lower->submit(p);
+    else complete_unbound(p, Status::invalid_device_request);
+    return nullptr;
   }
   if (q == nullptr) {
     complete_unbound(p, Status::invalid_device_request);
-    return Status::pending;
+    return nullptr;
   }
-  const Slab::Allocation a = slab_->allocate();
-  if (a.status == Status::success) {
-    auto* r = static_cast<RequestImpl*>(a.object);
-    r->packet = &p;
-    r->queue.store(nullptr, std::memory_order_relaxed);
-    r->cancel_cb.store(nullptr, std::memory_order_relaxed);
-    r->in_fifo = false;
-    // release: the bound packet is visible to whoever learns the handle.
-    r->word().store(rs::with_where(handle_generation(a.handle), rs::kNew), std::memory_order_release);
-    std::atomic_ref<std::uint64_t>(p.request).store(a.handle, std::memory_order_release);
-    counters_.add(kSubmitted);
+  return q;
+}
+
+RequestImpl* DeviceImpl::bind(const Slab::Allocation& a, Packet& p) noexcept {
+  auto* r = static_cast<RequestImpl*>(a.object);
+  r->packet = &p;
+  r->queue.store(nullptr, std::memory_order_relaxed);
+  r->cancel_cb.store(nullptr, std::memory_order_relaxed);
+  r->in_fifo = false;
+  // release: the bound packet is visible to whoever learns the handle.
+  r->word().store(rs::with_where(handle_generation(a.handle), rs::kNew), std::memory_order_release);
+  std::atomic_ref<std::uint64_t>(p.request).store(a.handle, std::memory_order_release);
+  return r;
+}
+
+Status DeviceImpl::submit_impl(Packet& p) noexcept {
+  if (p.on_complete == nullptr) {
+    p.status = Status::invalid_parameter;
+    return Status::invalid_parameter;
+  }
+  QueueImpl* q = route(p);
+  if (q == nullptr) return Status::pending;
+  counters_.add(kSubmitted);
+  if (const Slab::Allocation a = slab_->allocate(); a.status == Status::success) {
+    RequestImpl* r = bind(a, p);
     if (q->fp_allocate_request_resources(r)) {
       q->arrive(r);
       return Status::pending;
@@ -264,11 +274,54 @@ Status DeviceImpl::submit_impl(Packet& p) noexcept {
     r->packet = nullptr;
     std::atomic_ref<std::uint64_t>(p.request).store(0, std::memory_order_relaxed);
     slab_->release_owned(r->index);
-  } else {
-    counters_.add(kSubmitted);
   }
   q->arrive_without_request(p);
   return Status::pending;
+}
+
+Status DeviceImpl::submit_batch_impl(Packet* const* packets, std::size_t n) noexcept {
+  Status result = Status::pending;
+  constexpr std::size_t kMax = 64;
+  RequestImpl* batch[kMax];
+  std::size_t nb = 0;
+  QueueImpl* bq = nullptr;
+  auto flush = [&] {
+    if (nb != 0) bq->arrive_batch(batch, nb);
+    nb = 0;
+  };
+  std::uint64_t accepted = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    Packet& p = *packets[i];
+    if (p.on_complete == nullptr) {
+      p.status = Status::invalid_parameter;
+      if (result == Status::pending) result = Status::invalid_parameter;
+      continue;
+    }
+    QueueImpl* q = route(p);
+    if (q == nullptr) continue;
+    ++accepted;
+    const Slab::Allocation a = slab_->allocate();
+    RequestImpl* r = a.status == Status::success ? bind(a, p) : nullptr;
+    if (r != nullptr && !q->fp_allocate_request_resources(r)) {
+      r->packet = nullptr;
+      std::atomic_ref<std::uint64_t>(p.request).store(0, std::memory_order_relaxed);
+      slab_->release_owned(r->index);
+      r = nullptr;
+    }
+    if (r == nullptr) {
+      flush();  // keep arrival order on the queue
+      q->arrive_without_request(p);
+      continue;
+    }
+    if (q != bq || nb == kMax) {
+      flush();
+      bq = q;
+    }
+    batch[nb++] = r;
+  }
+  flush();
+  counters_.add(kSubmitted, accepted);
+  return result;
 }
 
 Status DeviceImpl::cancel_impl(std::uint64_t handle) noexcept {

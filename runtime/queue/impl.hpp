@@ -111,6 +111,8 @@ class QueueImpl final : public Queue {
   // ---- data path ----
   // A new request (state kNew) routed here by submit.
   void arrive(RequestImpl* r) noexcept;
+  // n new requests, in order (submit_batch).
+  void arrive_batch(RequestImpl* const* rs, std::size_t n) noexcept;
   // Inserts a request the driver owns through another queue (forward) or a
   // forwarded-in one; wdf_busy when not accepting (nothing changed).
   Status accept_forward(RequestImpl* r, std::uint64_t w) noexcept;
@@ -235,7 +237,12 @@ public:
   // (w is the word before): complete its packet and release the driver slot.
   void finish_owned(RequestImpl* r, std::uint64_t w, Status status, std::uint64_t info,
                     std::int32_t err) noexcept;
-  void run_loop(RequestImpl* first = nullptr, std::uint64_t first_word = 0) noexcept;
+  void run_loop(RequestImpl* first = nullptr, std::uint64_t first_word = 0) noexcept {
+    run_loop_with(first != nullptr ? &first : nullptr, first != nullptr ? 1 : 0, first_word);
+  }
+  // Runs the dispatch loop, delivering firsts[0..n) first (already owned,
+  // counted, words set to owned|presented; first_word for n == 1, else read).
+  void run_loop_with(RequestImpl* const* firsts, std::size_t n, std::uint64_t first_word) noexcept;
   bool has_handler_for(RequestType t) const noexcept;
 
  private:
@@ -322,6 +329,12 @@ class DeviceImpl final : public Device {
   Status route_impl(Queue& queue, RequestType type) noexcept;
   Status start_impl() noexcept;
   Status submit_impl(Packet& packet) noexcept;
+  Status submit_batch_impl(Packet* const* packets, std::size_t n) noexcept;
+  // Routing of a packet: the queue, or nullptr when the packet was completed
+  // or passed down instead (pending is then already set as submit returns).
+  QueueImpl* route(Packet& p) noexcept;
+  // Binds an allocated slot to p (state kNew).
+  RequestImpl* bind(const Slab::Allocation& a, Packet& p) noexcept;
   Status cancel_impl(std::uint64_t handle) noexcept;
   FileHandle open_file_impl() noexcept;
   Status close_file_impl(FileHandle file) noexcept;

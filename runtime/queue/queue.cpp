@@ -327,6 +327,36 @@ void QueueImpl::arrive(RequestImpl* r) noexcept {
   insert_counted(r, rs::gen(w));
 }
 
+void QueueImpl::arrive_batch(RequestImpl* const* rs, std::size_t n) noexcept {
+  if (sharded()) {
+    shard_for_caller().arrive_batch(rs, n);
+    return;
+  }
+  // One step for the whole batch: only where delivery needs no per-request
+  // decision (an unlimited parallel queue, nothing queued, ready).
+  if (n > 1 && defer_release_ && cfg_.execution == ExecutionLevel::dispatch && on_home_core() &&
+      !thread_in_loop_of(this)) {
+    std::uint64_t s = st_.load(std::memory_order_acquire);
+    while ((s & kAccept) && can_dispatch(s) && !(s & (kEvents | kIdleArmed | kPurgeArmed)) && Q(s) == 0 &&
+           I(s) == 0 && D(s) + n <= limit_ && X(s) < kThreadMask) {
+      // acq_rel: as in arrive()'s fast path, for n requests at once.
+      if (st_.compare_exchange_weak(s, s + n * kD1 + kX1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        counters_.add(kArrived, n);
+        for (std::size_t i = 0; i < n; ++i) {
+          RequestImpl* r = rs[i];
+          r->queue.store(this, std::memory_order_relaxed);
+          // Private to the submitter until delivered (see arrive()).
+          r->word().store(rs::with_where(r->word().load(std::memory_order_relaxed), rs::kOwned) | rs::kPresented,
+                          std::memory_order_relaxed);
+        }
+        run_loop_with(rs, n, 0);
+        return;
+      }
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) arrive(rs[i]);
+}
+
 void QueueImpl::insert_counted(RequestImpl* r, std::uint32_t gen) noexcept {
   // The inbox holds every request of the device at once, so a push can only
   // fail against a momentarily stale head; retry.
@@ -408,7 +438,7 @@ void QueueImpl::requeue_head(RequestImpl* r) noexcept {
 // ---------------------------------------------------------------------------
 // The dispatch loop
 
-void QueueImpl::run_loop(RequestImpl* first, std::uint64_t first_word) noexcept {
+void QueueImpl::run_loop_with(RequestImpl* const* firsts, std::size_t n, std::uint64_t first_word) noexcept {
   LoopScope scope(this);
   // Releases deferred by handlers this loop called (defer_release_): every
   // decision below is taken on v = s - pending, the word as it is once they
@@ -425,7 +455,8 @@ void QueueImpl::run_loop(RequestImpl* first, std::uint64_t first_word) noexcept 
     pending += t_defer.sub;
     t_defer = saved;
   };
-  if (first != nullptr) deliver(first, first_word);
+  for (std::size_t i = 0; i < n; ++i)
+    deliver(firsts[i], n == 1 && first_word != 0 ? first_word : firsts[i]->word().load(std::memory_order_relaxed));
   Backoff backoff;
   std::uint64_t blocked_at = 0;  // state in which a pop found the inbox head unpublished
   std::uint64_t s = st_.load(std::memory_order_acquire);

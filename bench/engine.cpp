@@ -1,0 +1,459 @@
+// ioq-bench's engine (see engine.hpp).
+#include "engine.hpp"
+
+#include <ioq/ioq.hpp>
+#include <ioq/runtime.hpp>
+#include <ioq/target.hpp>
+
+#include <pthread.h>
+#include <sched.h>
+
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "tool/progress.hpp"
+
+namespace ioq::bench {
+namespace {
+
+// ---- the clock: the TSC, calibrated against steady_clock ----
+
+std::uint64_t ticks() noexcept {
+#if defined(__x86_64__)
+  return __rdtsc();
+#else
+  return static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+#endif
+}
+
+std::uint64_t steady_ns() noexcept {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
+struct TickClock {
+  double ns_per_tick = 1.0;
+  std::uint64_t to_ns(std::uint64_t t) const noexcept {
+    return static_cast<std::uint64_t>(static_cast<double>(t) * ns_per_tick);
+  }
+  std::uint64_t from_ns(std::uint64_t ns) const noexcept {
+    return static_cast<std::uint64_t>(static_cast<double>(ns) / ns_per_tick);
+  }
+  static TickClock calibrate() {
+    const std::uint64_t n0 = steady_ns(), t0 = ticks();
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    const std::uint64_t n1 = steady_ns(), t1 = ticks();
+    TickClock c;
+    c.ns_per_tick = t1 > t0 ? static_cast<double>(n1 - n0) / static_cast<double>(t1 - t0) : 1.0;
+    return c;
+  }
+};
+
+// ---- per-core state ----
+
+struct Core;
+
+struct Slot {
+  Packet p;
+  Core* owner = nullptr;
+  std::uint32_t index = 0;
+  std::uint64_t t0 = 0;  // submission tick
+  bool timed = true;     // --lat-sample: this one's latency is recorded
+  std::atomic<bool> remote_done{false};
+};
+
+struct alignas(64) Core {
+  std::uint32_t index = 0;
+  std::unique_ptr<Slot[]> slots;
+  std::uint32_t nslots = 0;
+  std::vector<std::uint32_t> free;  // free slot indices (this core's thread only)
+  std::uint32_t in_flight = 0;
+
+  LatencyHistogram read_clat, write_clat;
+  std::uint64_t read_ios = 0, write_ios = 0, read_bytes = 0, write_bytes = 0;
+  std::uint64_t cancelled = 0, failed = 0, short_ios = 0;
+  std::uint64_t last_completion_tick = 0;
+
+  std::uint64_t measure_start = 0;  // ticks: record requests submitted from here on
+  std::uint64_t last_tick = 0;      // the latest completion timestamp on this thread
+  bool last_fresh = false;          // last_tick may start the next submission
+  std::uint64_t rng = 0;
+  std::uint64_t seq_offset = 0;
+  std::uint64_t submitted_bytes = 0;
+  std::uint32_t sample_countdown = 0;
+
+  std::atomic<std::uint64_t> completed_total{0};  // for the progress line
+  std::atomic<std::uint32_t> in_flight_shared{0};
+  std::atomic<std::uint32_t> remote_pending{0};   // completions by other cores' threads
+};
+
+thread_local Core* t_core = nullptr;
+double g_ns_per_tick = 1.0;  // set once before the core threads start
+
+std::uint64_t next_rand(std::uint64_t& x) noexcept {
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return x;
+}
+
+bool chance(std::uint64_t& rng, double p) noexcept {
+  if (p <= 0.0) return false;
+  if (p >= 1.0) return true;
+  return static_cast<double>(next_rand(rng) >> 11) * 0x1p-53 < p;
+}
+
+// ---- devices and handlers ----
+
+struct DeviceCtx {
+  ioq::Target* target = nullptr;
+  Queue* forward_to = nullptr;  // --forward-ratio > 0: a manual queue
+  double forward_ratio = 0;
+};
+
+void handler(Queue& q, Request r) {
+  auto* ctx = static_cast<DeviceCtx*>(q.context());
+  thread_local std::uint64_t rng = 0x9E3779B97F4A7C15ull ^ reinterpret_cast<std::uintptr_t>(&rng);
+  if (ctx->forward_to != nullptr && chance(rng, ctx->forward_ratio) &&
+      r.forward_to_queue(*ctx->forward_to) == Status::success)
+    return;
+  if (const Status s = ctx->target->send(r); s != Status::success) (void)r.complete(s);
+}
+
+void on_complete(Packet& p) noexcept {
+  auto* slot = static_cast<Slot*>(p.user);
+  Core* me = t_core;
+  if (me == nullptr) me = slot->owner;  // never in ioq-bench: every completion runs on a core thread
+  const std::uint64_t t1 = slot->timed ? ticks() : 0;
+  // Every completion runs on a core thread of ioq-bench: the request's own
+  // core (inline, or through its queue's shard) or a sequential queue's home
+  // core. Record on the thread's core; merge sums them all.
+  if (slot->t0 >= me->measure_start) {
+    const bool write = p.type == RequestType::write;
+    if (p.status == Status::success) {
+      if (slot->timed) {
+        const auto lat = static_cast<std::uint64_t>(static_cast<double>(t1 - slot->t0) * g_ns_per_tick);
+        (write ? me->write_clat : me->read_clat).record(lat);
+        me->last_completion_tick = t1;
+      }
+      if (write) {
+        ++me->write_ios;
+        me->write_bytes += p.information;
+      } else {
+        ++me->read_ios;
+        me->read_bytes += p.information;
+      }
+      if (p.information < p.length) ++me->short_ios;
+    } else if (p.status == Status::cancelled) {
+      ++me->cancelled;
+    } else {
+      ++me->failed;
+    }
+  }
+  me->completed_total.store(me->completed_total.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  if (slot->timed) {
+    me->last_tick = t1;
+    me->last_fresh = true;
+  }
+  Core* owner = slot->owner;
+  if (owner == me) {
+    owner->free.push_back(slot->index);
+    --owner->in_flight;
+  } else {
+    // release: the owner's scan (acquire) sees the packet finished.
+    slot->remote_done.store(true, std::memory_order_release);
+    owner->remote_pending.fetch_add(1, std::memory_order_release);
+  }
+}
+
+void reap_remote(Core& c) noexcept {
+  std::uint32_t n = c.remote_pending.exchange(0, std::memory_order_acquire);
+  for (std::uint32_t i = 0; i < c.nslots && n != 0; ++i) {
+    Slot& s = c.slots[i];
+    if (s.remote_done.load(std::memory_order_acquire)) {
+      s.remote_done.store(false, std::memory_order_relaxed);
+      c.free.push_back(i);
+      --c.in_flight;
+      --n;
+    }
+  }
+  if (n != 0) c.remote_pending.fetch_add(n, std::memory_order_relaxed);  // not visible yet
+}
+
+void pin_to(std::uint32_t k) {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  if (cpus.empty()) return;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpus[k % cpus.size()], &one);
+  pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+}
+
+}  // namespace
+
+EngineResult run_engine(const Options& o) {
+  EngineResult out;
+  if (o.target == Target::uring) {
+    out.error = "ioq-bench: --target=uring: the io_uring target is not built yet";
+    return out;
+  }
+  const TickClock clock = TickClock::calibrate();
+  g_ns_per_tick = clock.ns_per_tick;
+  const std::uint32_t cores = std::max(1u, o.cores);
+  const std::uint32_t per_core = o.iodepth * std::max(1u, o.numjobs);
+  const std::uint32_t ndev = std::max(1u, o.queues);
+
+  auto rt_r = Runtime::create({.cores = cores, .reactors = false, .pin = false, .name = "ioq-bench"});
+  if (!rt_r) {
+    out.error = "ioq-bench: " + rt_r.error().message;
+    return out;
+  }
+  std::unique_ptr<Runtime> rt = std::move(*rt_r);
+
+  NullTarget null_target;
+  std::vector<std::unique_ptr<Device>> devices;
+  std::vector<std::unique_ptr<DeviceCtx>> ctxs;
+  std::vector<Queue*> main_queues, forward_queues;
+  const DispatchType dispatch = o.dispatch == DispatchMode::sequential ? DispatchType::sequential
+                                : o.dispatch == DispatchMode::manual  ? DispatchType::manual
+                                                                      : DispatchType::parallel;
+  for (std::uint32_t d = 0; d < ndev; ++d) {
+    // Room for the per-thread request caches too (see Slab: they move in batches of up to 32).
+    auto dev_r = Device::create(
+        {.max_requests = std::max(4096u, 2 * cores * per_core), .runtime = rt.get(), .name = "ioq-bench"});
+    if (!dev_r) {
+      out.error = "ioq-bench: " + dev_r.error().message;
+      return out;
+    }
+    Device& dev = **dev_r;
+    auto ctx = std::make_unique<DeviceCtx>();
+    ctx->target = &null_target;
+    ctx->forward_ratio = o.forward_ratio;
+    if (o.forward_ratio > 0) {
+      auto fq = dev.create_queue({.dispatch = DispatchType::manual, .name = "forward"});
+      if (!fq) {
+        out.error = "ioq-bench: " + fq.error().message;
+        return out;
+      }
+      ctx->forward_to = *fq;
+      forward_queues.push_back(*fq);
+    }
+    QueueConfig qc{.dispatch = dispatch, .default_queue = true, .context = ctx.get(), .name = "main"};
+    if (dispatch != DispatchType::manual) qc.on_default = handler;
+    auto q = dev.create_queue(qc);
+    if (!q) {
+      out.error = "ioq-bench: " + q.error().message;
+      return out;
+    }
+    if (o.reserved > 0 &&
+        (*q)->assign_forward_progress_policy({.total_reserved = o.reserved}) != Status::success) {
+      out.error = "ioq-bench: --reserved: cannot assign the forward-progress policy";
+      return out;
+    }
+    if (dev.start() != Status::success) {
+      out.error = "ioq-bench: cannot start the device";
+      return out;
+    }
+    main_queues.push_back(*q);
+    devices.push_back(std::move(*dev_r));
+    ctxs.push_back(std::move(ctx));
+  }
+
+  // Per-core packet slots.
+  std::vector<std::unique_ptr<Core>> core_state;
+  for (std::uint32_t k = 0; k < cores; ++k) {
+    auto c = std::make_unique<Core>();
+    c->index = k;
+    c->nslots = per_core;
+    c->slots = std::make_unique<Slot[]>(per_core);
+    c->free.reserve(per_core);
+    c->rng = 0x2545F4914F6CDD1Dull * (k + 1);
+    for (std::uint32_t i = 0; i < per_core; ++i) {
+      Slot& s = c->slots[i];
+      s.owner = c.get();
+      s.index = i;
+      s.p.on_complete = on_complete;
+      s.p.user = &s;
+      s.p.length = static_cast<std::uint32_t>(o.bs_bytes);
+      c->free.push_back(per_core - 1 - i);
+    }
+    core_state.push_back(std::move(c));
+  }
+
+  const std::uint64_t begin = ticks();
+  const std::uint64_t measure_start = begin + clock.from_ns(o.ramp_time_ns);
+  const bool limited_by_time = o.time_based || o.runtime_ns != 0;
+  const std::uint64_t end = limited_by_time ? measure_start + clock.from_ns(o.runtime_ns) : ~0ull;
+  const std::uint64_t budget = o.time_based ? ~0ull : o.size_bytes * std::max(1u, o.numjobs);
+  const std::uint32_t batch = std::max(1u, o.batch_submit());
+  const bool writes = o.writes(), reads = o.reads(), random = o.random();
+  const std::uint64_t blocks = std::max<std::uint64_t>(1, o.size_bytes / std::max<std::uint64_t>(1, o.bs_bytes));
+  std::atomic<std::uint32_t> running{cores};
+
+  auto core_main = [&](std::uint32_t k) {
+    Core& c = *core_state[k];
+    pin_to(k);
+    rt->bind_thread(k);
+    t_core = &c;
+    c.measure_start = measure_start;
+    std::vector<std::vector<Packet*>> batch_packets(ndev, std::vector<Packet*>(batch));
+    std::vector<std::uint32_t> batch_count(ndev, 0);
+    for (;;) {
+      if (c.remote_pending.load(std::memory_order_relaxed) != 0) reap_remote(c);
+      // Prepare up to `batch` packets per device, then submit each device's
+      // group in one call (one timestamp for the batch: submitted together).
+      std::uint32_t n = 0;
+      if (!c.free.empty()) {
+        const std::uint64_t now = c.last_fresh ? c.last_tick : ticks();
+        c.last_fresh = false;
+        if (now >= end || c.submitted_bytes >= budget) break;
+        for (; n < batch && !c.free.empty() && c.submitted_bytes < budget; ++n) {
+          const std::uint32_t idx = c.free.back();
+          c.free.pop_back();
+          Slot& s = c.slots[idx];
+          const bool write = writes && (!reads || next_rand(c.rng) % 100 >= o.rwmixread);
+          s.p.type = write ? RequestType::write : RequestType::read;
+          const std::uint64_t block = random ? next_rand(c.rng) % blocks : (c.seq_offset++ % blocks);
+          s.p.offset = block * o.bs_bytes;
+          s.t0 = now;
+          if (c.sample_countdown == 0) {
+            s.timed = true;
+            c.sample_countdown = o.lat_sample - 1;
+          } else {
+            s.timed = false;
+            --c.sample_countdown;
+          }
+          ++c.in_flight;
+          c.submitted_bytes += o.bs_bytes;
+          batch_packets[idx % ndev][batch_count[idx % ndev]++] = &s.p;
+        }
+        for (std::uint32_t d = 0; d < ndev; ++d) {
+          if (batch_count[d] == 0) continue;
+          Device& dev = *devices[d];
+          if (batch_count[d] == 1) (void)dev.submit(*batch_packets[d][0]);
+          else (void)dev.submit_batch(batch_packets[d].data(), batch_count[d]);
+          if (o.cancel_ratio > 0)
+            for (std::uint32_t i = 0; i < batch_count[d]; ++i)
+              if (chance(c.rng, o.cancel_ratio)) (void)dev.cancel(*batch_packets[d][i]);
+          batch_count[d] = 0;
+        }
+      }
+      // The driver's side of manual queues: retrieve and send.
+      Request r;
+      for (Queue* q : forward_queues)
+        while (q->retrieve_next_request(r) == Status::success) (void)null_target.send(r);
+      if (dispatch == DispatchType::manual)
+        for (Queue* q : main_queues)
+          while (q->retrieve_next_request(r) == Status::success) (void)null_target.send(r);
+      rt->poll(k);
+      c.in_flight_shared.store(c.in_flight, std::memory_order_relaxed);
+    }
+    // Drain what is still in flight (not measured: submitted before the end,
+    // completing after it counts only if it completes before the end).
+    const std::uint64_t drain_deadline = ticks() + clock.from_ns(10'000'000'000ull);
+    while (c.in_flight != 0 && ticks() < drain_deadline) {
+      if (c.remote_pending.load(std::memory_order_relaxed) != 0) reap_remote(c);
+      Request r;
+      for (Queue* q : forward_queues)
+        while (q->retrieve_next_request(r) == Status::success) (void)null_target.send(r);
+      if (dispatch == DispatchType::manual)
+        for (Queue* q : main_queues)
+          while (q->retrieve_next_request(r) == Status::success) (void)null_target.send(r);
+      rt->poll(k);
+    }
+    running.fetch_sub(1, std::memory_order_release);
+    // Keep serving this core until every core is done: a sequential queue's
+    // home core may still owe other cores their completions.
+    while (running.load(std::memory_order_acquire) != 0) {
+      if (rt->poll(k) == 0) std::this_thread::yield();
+    }
+    t_core = nullptr;
+  };
+
+  CpuUsage cpu_start{};
+  std::uint64_t allocs_start = 0;
+  std::vector<std::thread> threads;
+  for (std::uint32_t k = 0; k < cores; ++k) threads.emplace_back(core_main, k);
+
+  // Main thread: the measurement's start, the progress line.
+  Progress progress(ProgressConfig{.fd = o.output.empty() ? 1 : 2,
+                                   .planned_ns = o.ramp_time_ns + o.runtime_ns,
+                                   .direction = reads && writes ? "rw" : writes ? "w" : "r"});
+  bool started = false;
+  const auto start_unix_ms = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  while (running.load(std::memory_order_acquire) != 0) {
+    if (!started && ticks() >= measure_start) {
+      cpu_start = CpuUsage::now();
+      allocs_start = allocation_count();
+      started = true;
+    }
+    const std::uint64_t now_ns = steady_ns();
+    if (progress.due(now_ns)) {
+      std::uint64_t done = 0, depth = 0;
+      for (auto& c : core_state) {
+        done += c->completed_total.load(std::memory_order_relaxed);
+        depth += c->in_flight_shared.load(std::memory_order_relaxed);
+      }
+      progress.tick(now_ns, done, depth);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(started ? 20 : 1));
+  }
+  if (!started) {
+    cpu_start = CpuUsage::now();
+    allocs_start = allocation_count();
+  }
+  const CpuUsage cpu_end = CpuUsage::now();
+  const std::uint64_t allocs_end = allocation_count();
+  for (auto& t : threads) t.join();
+  progress.finish();
+
+  // Merge the cores.
+  JobResult& job = out.job;
+  job.options = o;
+  job.start_unix_ms = start_unix_ms;
+  std::uint64_t last = measure_start;
+  for (auto& c : core_state) {
+    job.read.ios += c->read_ios;
+    job.write.ios += c->write_ios;
+    job.read.bytes += c->read_bytes;
+    job.write.bytes += c->write_bytes;
+    job.read.short_ios += c->short_ios;
+    job.cancelled += c->cancelled;
+    job.failed += c->failed;
+    job.read.clat.merge(c->read_clat);
+    job.write.clat.merge(c->write_clat);
+    last = std::max(last, c->last_completion_tick);
+  }
+  // The measured phase ends at the time limit, or (size-limited runs) at the
+  // last timed completion.
+  const std::uint64_t measured_end = limited_by_time ? std::min(end, std::max(last, measure_start)) : last;
+  job.runtime_ns = clock.to_ns(measured_end > measure_start ? measured_end - measure_start : 0);
+  job.cpu = cpu_end - cpu_start;
+  job.allocations = allocs_end - allocs_start;
+  for (Queue* q : main_queues) job.forwarded += q->counters().forwarded;
+  job.extra.emplace_back("cores", cores);
+  job.extra.emplace_back("devices", ndev);
+  job.extra.emplace_back("tsc_ns_per_tick", clock.ns_per_tick);
+  if (o.prometheus) {
+    out.prometheus = rt->prometheus();
+    for (auto& d : devices) out.prometheus += d->prometheus();
+  }
+  return out;
+}
+
+}  // namespace ioq::bench
