@@ -23,14 +23,18 @@
 //   Sequential    one request owned by the driver at a time, in arrival order
 //                 (checked: a violation fails the run). Peers: exactly one worker.
 //   Forward       a parallel stage whose handler forwards each request to a
-//                 manual queue; a retriever thread takes it from there and
-//                 completes it. Ioq: parallel default queue whose handler calls
-//                 Request::forward_to_queue(manual), and a retriever thread
-//                 calling Queue::retrieve_next_request + Request::complete (it
-//                 spins briefly when the queue is empty, then sleeps until the
-//                 manual queue's ReadyNotify callback wakes it). Peers: a stage
-//                 pool of max(1, hardware_concurrency() - 1) workers pushing to
-//                 a second FIFO of the same kind, and one retriever thread.
+//                 manual queue, from which it is retrieved and completed.
+//                 Ioq: a parallel default queue whose handler calls
+//                 Request::forward_to_queue(manual); in ioq's per-core model the
+//                 submitting core's own loop drains the manual queue
+//                 (Queue::retrieve_next_request + Request::complete) after each
+//                 submit, so the request never leaves the core.
+//                 IoqCrossThread (an extra row): the peers' topology instead, a
+//                 retriever thread that spins briefly when the queue is empty,
+//                 then sleeps until the manual queue's ReadyNotify callback
+//                 wakes it. Peers: a stage pool of max(1, hardware_concurrency()
+//                 - 1) workers pushing to a second FIFO of the same kind, and one
+//                 retriever thread (their handlers cannot run on the producer).
 //
 // The work is the same everywhere: the completing side (the handler; the
 // retriever in Forward) computes a checksum over the request's 64-byte payload
@@ -509,11 +513,15 @@ using TbbQueueDispatcher = PeerDispatcher<TbbFifo>;
 // ---------------------------------------------------------------------------
 // ioq, through its public API.
 
-class IoqDispatcher {
+// kCrossThread (Forward only): a retriever thread drains the manual queue, as
+// the peers' retrievers do. Otherwise ioq's per-core model: the manual queue
+// is drained by the submitting core's own loop, right after each submit.
+template <bool kCrossThread>
+class IoqDispatcherT {
  public:
-  static constexpr const char* kName = "Ioq";
+  static constexpr const char* kName = kCrossThread ? "IoqCrossThread" : "Ioq";
 
-  IoqDispatcher(Harness& h, Kind kind) {
+  IoqDispatcherT(Harness& h, Kind kind) {
     auto dev = Device::create({.max_requests = 1024, .name = "e2e"});
     if (!dev) return;
     dev_ = std::move(*dev);
@@ -539,22 +547,26 @@ class IoqDispatcher {
         break;
     }
     if (!dev_->create_queue(qc) || dev_->start() != Status::success) return;
-    if (manual_ != nullptr) {
+    if (manual_ != nullptr && kCrossThread) {
       if (manual_->ready_notify(on_ready, this) != Status::success) return;
       retriever_ = std::thread([this] { retrieve_loop(); });
     }
     ok_ = true;
   }
-  ~IoqDispatcher() { shutdown(true); }
-  IoqDispatcher(const IoqDispatcher&) = delete;
-  IoqDispatcher& operator=(const IoqDispatcher&) = delete;
+  ~IoqDispatcherT() { shutdown(true); }
+  IoqDispatcherT(const IoqDispatcherT&) = delete;
+  IoqDispatcherT& operator=(const IoqDispatcherT&) = delete;
 
   bool ok() const noexcept { return ok_; }
-  std::size_t threads() const noexcept { return manual_ != nullptr ? 1 : 0; }
+  std::size_t threads() const noexcept { return retriever_.joinable() ? 1 : 0; }
 
   void submit(Slot& s) noexcept {
     s.packet.offset = s.seq;
     if (dev_->submit(s.packet) != Status::pending) on_done(s, false, 0);  // rejected: no callback
+    if (manual_ != nullptr && !kCrossThread) {
+      Request r;
+      while (manual_->retrieve_next_request(r) == Status::success) on_parallel(*manual_, r);
+    }
   }
 
   // Stops the retriever. If packets are still out (`all_back` false: the run
@@ -588,7 +600,7 @@ class IoqDispatcher {
     if (r.forward_to_queue(*static_cast<Queue*>(q.context())) != Status::success)
       (void)r.complete(Status::unsuccessful, 0);
   }
-  static void on_ready(Queue&, void* ctx) { static_cast<IoqDispatcher*>(ctx)->ev_.notify(); }
+  static void on_ready(Queue&, void* ctx) { static_cast<IoqDispatcherT*>(ctx)->ev_.notify(); }
 
   void retrieve_loop() noexcept {
     Request r;
@@ -668,6 +680,7 @@ void BM_E2E(benchmark::State& state) {
     }
   }
   const std::uint64_t allocs = g_allocs.load(std::memory_order_relaxed) - allocs_before;
+  const std::size_t threads = 1 + impl.threads();  // before shutdown joins them
 
   const bool all_back = !stalled && h.pool.drain();
   impl.shutdown(all_back);
@@ -683,7 +696,7 @@ void BM_E2E(benchmark::State& state) {
     state.SetItemsProcessed(static_cast<std::int64_t>(completed));
     state.counters["allocs_per_item"] =
         completed == 0 ? 0.0 : static_cast<double>(allocs) / static_cast<double>(completed);
-    state.counters["threads"] = static_cast<double>(1 + impl.threads());
+    state.counters["threads"] = static_cast<double>(threads);
   }
 }
 
@@ -695,7 +708,7 @@ void add(const char* queue) {
 
 template <Kind kKind>
 void add_all(const char* queue) {
-  add<IoqDispatcher, kKind>(queue);
+  add<IoqDispatcherT<false>, kKind>(queue);
   add<MutexCondvarDispatcher, kKind>(queue);
   add<TbbQueueDispatcher, kKind>(queue);
 }
@@ -704,6 +717,8 @@ const int registered = [] {
   add_all<Kind::parallel>("Parallel");
   add_all<Kind::sequential>("Sequential");
   add_all<Kind::forward>("Forward");
+  // ioq with the peers' topology (a retriever thread), for comparison.
+  add<IoqDispatcherT<true>, Kind::forward>("Forward");
   return 0;
 }();
 
