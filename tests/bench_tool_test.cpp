@@ -311,12 +311,12 @@ TEST(Options, EveryEnumValueParses) {
   for (RwMode v :
        {RwMode::read, RwMode::write, RwMode::randread, RwMode::randwrite, RwMode::randrw})
     EXPECT_EQ(parse({"--rw=" + std::string(to_string(v))}).opts.rw, v);
-  for (Target v : {Target::null, Target::uring})
+  for (Target v : {Target::null, Target::uring, Target::uring_nop})
     EXPECT_EQ(parse({"--target=" + std::string(to_string(v))}).opts.target, v);
   for (DispatchMode v : {DispatchMode::sequential, DispatchMode::parallel, DispatchMode::manual})
     EXPECT_EQ(parse({"--dispatch=" + std::string(to_string(v))}).opts.dispatch, v);
   for (Verify v : {Verify::none, Verify::crc32c})
-    EXPECT_EQ(parse({"--verify=" + std::string(to_string(v))}).opts.verify, v);
+    EXPECT_EQ(parse({"--target=uring", "--verify=" + std::string(to_string(v))}).opts.verify, v);
   for (OutputFormat v : {OutputFormat::normal, OutputFormat::json, OutputFormat::json_plus})
     EXPECT_EQ(parse({"--output-format=" + std::string(to_string(v))}).opts.output_format, v);
 }
@@ -374,6 +374,8 @@ TEST(Options, BadValuesExitTwoAndNameTheOption) {
       {{"--target=spdk"}, "--target"},
       {{"--dispatch=fifo"}, "--dispatch"},
       {{"--verify=md5"}, "--verify"},
+      {{"--verify=crc32c"}, "--verify"},
+      {{"--target=uring", "--verify=crc32c", "--bs=32"}, "--bs"},
       {{"--output-format=terse"}, "--output-format"},
       {{"--cores=0"}, "--cores"},
       {{"--queues=0"}, "--queues"},

@@ -42,6 +42,7 @@ enum class [[nodiscard]] Status : std::int32_t {
   delete_pending,           // STATUS_DELETE_PENDING
   info_length_mismatch,     // STATUS_INFO_LENGTH_MISMATCH (C ABI size checks only)
   not_supported,            // STATUS_NOT_SUPPORTED
+  end_of_file,              // STATUS_END_OF_FILE (a read at or past the end)
 
   // Usage errors: what WDF would bug-check. Always detected, always counted.
   invalid_handle,              // stale or forged handle: never dereferenced

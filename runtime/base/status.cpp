@@ -22,6 +22,7 @@ std::string_view to_string(Status s) noexcept {
     case Status::delete_pending: return "delete_pending";
     case Status::info_length_mismatch: return "info_length_mismatch";
     case Status::not_supported: return "not_supported";
+    case Status::end_of_file: return "end_of_file";
     case Status::invalid_handle: return "invalid_handle";
     case Status::usage_already_completed: return "usage_already_completed";
     case Status::usage_not_owned: return "usage_not_owned";

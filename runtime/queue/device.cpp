@@ -72,7 +72,8 @@ Status DeviceImpl::usage(Status s, const char* what) noexcept {
   return s;
 }
 
-void DeviceImpl::finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err) noexcept {
+void DeviceImpl::finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err,
+                               bool return_reserved) noexcept {
   Packet* p = r->packet;
   r->packet = nullptr;
   // What a submitter sees for the framework's busy/paused codes.
@@ -83,10 +84,11 @@ void DeviceImpl::finish_packet(RequestImpl* r, Status status, std::uint64_t info
   counters_.add(kCompletedPackets);
   if (QueueImpl* owner = r->reserved_owner; owner != nullptr) {
     // A reserved request: its handle goes stale now, the packet completes,
-    // then the request goes back to its owning queue (spec section 6).
+    // then the request goes back to its owning queue (spec section 6), here
+    // or by the caller (see return_reserved).
     r->slab->retire(r->index);
     p->on_complete(*p);
-    owner->fp_return(r);
+    if (return_reserved) owner->fp_return(r);
     return;
   }
   // The slot is free before the callback runs: a callback that submits again
@@ -121,7 +123,7 @@ void DeviceImpl::run_passive(QueueImpl* q) noexcept {
 }
 
 std::vector<QueueImpl*> DeviceImpl::queue_list() const {
-  std::lock_guard lock(control_);
+  std::lock_guard lock(queues_mu_);
   std::vector<QueueImpl*> out;
   out.reserve(queues_.size());
   for (const auto& q : queues_) out.push_back(q.get());
@@ -179,7 +181,10 @@ Result<Queue*> DeviceImpl::create_queue_impl(const QueueConfig& c) {
       q->attach_runtime(cfg_.runtime, next_home_core_++ % cores, 0);
   }
   QueueImpl* raw = q.get();
-  queues_.push_back(std::move(q));
+  {
+    std::lock_guard list_lock(queues_mu_);
+    queues_.push_back(std::move(q));
+  }
   if (c.default_queue) default_queue_ = raw;
   return static_cast<Queue*>(raw);
 }
@@ -348,7 +353,7 @@ Status DeviceImpl::cancel_impl(std::uint64_t handle) noexcept {
         continue;
       case rs::kOwned:
         if (w & rs::kCancelable) {
-          const std::uint64_t nw = (w & ~rs::kCancelable) | rs::kCanceled | rs::kCancelCb;
+          const std::uint64_t nw = (w & ~(rs::kCancelable | rs::kCancelRan)) | rs::kCanceled | rs::kCancelCb;
           if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
             r->queue.load(std::memory_order_acquire)->schedule_cancel_callback(r);
             return Status::success;

@@ -73,6 +73,11 @@ Status QueueImpl::assign_fp(const ForwardProgressConfig& c) noexcept {
   return Status::success;
 }
 
+Slab* QueueImpl::reserved_slab() const noexcept {
+  const ForwardProgress* f = fp();
+  return f != nullptr ? f->slab.get() : nullptr;
+}
+
 ForwardProgressStats QueueImpl::fp_stats() const noexcept {
   ForwardProgressStats out;
   const ForwardProgress* f = fp();
@@ -150,11 +155,12 @@ void QueueImpl::arrive_without_request(Packet& p) noexcept {
     DeviceImpl::complete_unbound(p, Status::unsuccessful);
     return;
   }
-  if (!(st_.load(std::memory_order_acquire) & kAccept)) {
-    count(kRejected);
-    DeviceImpl::complete_unbound(p, Status::invalid_device_state);
-    return;
-  }
+  // No Accept check here: as in WDF, a free reserved request is bound and
+  // then queued, where arrive() checks Accept (and completes it
+  // invalid_device_state, returning the reserved request), and with none free
+  // the packet is parked whatever the queue's state; it meets the Accept check
+  // when a reserved request frees up, or is cancelled by purge, drain,
+  // stop_and_purge or file cleanup meanwhile (spec section 6, arrival 4 and 5).
   std::uint64_t h = f->head.load(std::memory_order_acquire);
   for (;;) {
     const auto top = static_cast<std::uint32_t>(h & FP::kTopMask);

@@ -58,6 +58,8 @@ struct RequestImpl {
   RequestImpl* next = nullptr;
   RequestImpl* stash_next = nullptr;       // requeue stash (Treiber stack)
   RequestImpl* event_next = nullptr;       // queue event list (under events_mu_)
+  RequestImpl* target_next = nullptr;      // a target's waiting list (driver-owned only)
+  bool target_marked = false;              // the target marked it cancelable while it waits
   std::uint8_t event_kind = 0;
   bool in_fifo = false;                    // linked in the FIFO (token holder only)
   QueueImpl* reserved_owner = nullptr;     // the queue whose reserved pool this is from
@@ -111,11 +113,15 @@ class QueueImpl final : public Queue {
   // ---- data path ----
   // A new request (state kNew) routed here by submit.
   void arrive(RequestImpl* r) noexcept;
+  std::uint64_t take_presented(RequestImpl* r) noexcept;
   // n new requests, in order (submit_batch).
   void arrive_batch(RequestImpl* const* rs, std::size_t n) noexcept;
   // Inserts a request the driver owns through another queue (forward) or a
-  // forwarded-in one; wdf_busy when not accepting (nothing changed).
-  Status accept_forward(RequestImpl* r, std::uint64_t w) noexcept;
+  // forwarded-in one; wdf_busy when not accepting (nothing changed). Sets
+  // *completed when r was already canceled and its packet completed here: a
+  // reserved r is then the caller's to return_reserved() after it released
+  // the source queue's count.
+  Status accept_forward(RequestImpl* r, std::uint64_t w, bool* completed) noexcept;
   // Called after the request left the driver's hands through this queue
   // (completion, forward out, requeue, handed to canceled-on-queue... ) with
   // the change to apply to st_ (e.g. -D1).
@@ -136,6 +142,8 @@ class QueueImpl final : public Queue {
   // ---- forward progress (runtime/queue/forward_progress.cpp) ----
   struct ForwardProgress;
   ForwardProgress* fp() const noexcept { return fp_.load(std::memory_order_acquire); }
+  // The slab of this queue's reserved requests; nullptr without a policy.
+  Slab* reserved_slab() const noexcept;
   Status assign_fp(const ForwardProgressConfig& config) noexcept;
   ForwardProgressStats fp_stats() const noexcept;
   // A packet routed here got no normal request: apply the policy. Completes,
@@ -267,6 +275,11 @@ public:
   Slot purge_slot_;  // written under control_ while kPurgeArmed is clear
   std::atomic<QueueCallback> ready_cb_{nullptr};
   std::atomic<void*> ready_ctx_{nullptr};
+  // Set by purge and removal while inserters that passed the Accept check
+  // before it was cleared may still land (I > 0 at the sweep): the loop then
+  // cancels whatever it pops. Cleared at once when none is in flight, else by
+  // Start or by a Stop that accepts again: never a lasting "purging" state
+  // (a stopped queue keeps what arrives, spec C30).
   std::atomic<bool> purge_mode_{false};
   std::atomic<bool> cancel_scan_{false};
   std::atomic<bool> shutdown_{false};
@@ -318,7 +331,15 @@ class DeviceImpl final : public Device {
   Status usage(Status s, const char* what) noexcept;
   // Completes r (owned or not) toward its packet: fills status, frees the
   // slot, runs the callback. The caller handles the queue counts.
-  void finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err) noexcept;
+  // A reserved request goes back to its owning queue at the end, unless
+  // `return_reserved` is false: then the caller hands it back with
+  // return_reserved() once it has released the request's queue counts, so
+  // that, as in WDF, the completing queue is notified (driver-1 and its
+  // dispatch pass) before the final release serves a parked packet.
+  void finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err,
+                     bool return_reserved = true) noexcept;
+  // After finish_packet(..., false): a reserved r goes back to its owner.
+  static void return_reserved(RequestImpl* r) noexcept;
   // Completes a packet that never got a request.
   static void complete_unbound(Packet& p, Status s) noexcept;
   // Runs fn on the passive-level worker arena.
@@ -342,15 +363,22 @@ class DeviceImpl final : public Device {
   Status resume_impl() noexcept;
   Status remove_impl() noexcept;
 
-  // Scans every slot for requests owned through q matching `pred(word)`.
+  // Calls fn(r, word) for every request the driver owns through q: the
+  // device's slab and every queue's reserved requests (a reserved request may
+  // be owned through any queue of the device once forwarded). Control path.
   template <typename Fn>
   void for_each_owned(QueueImpl* q, Fn&& fn) noexcept;
 
+  // A snapshot of the queues. Takes queues_mu_ only, never control_: the
+  // data-path callers (close_file, prometheus) may run on a thread that
+  // serves a runtime core or completes requests, which suspend / resume /
+  // remove wait for while holding control_.
   std::vector<QueueImpl*> queue_list() const;
 
   DeviceConfig cfg_;
   std::unique_ptr<Slab> slab_;
-  std::vector<std::unique_ptr<QueueImpl>> queues_;
+  std::vector<std::unique_ptr<QueueImpl>> queues_;  // written under control_ and queues_mu_
+  mutable std::mutex queues_mu_;
   mutable std::mutex control_;
   QueueImpl* routes_[kRequestTypeCount] = {};
   QueueImpl* default_queue_ = nullptr;
@@ -372,13 +400,19 @@ class DeviceImpl final : public Device {
 
 template <typename Fn>
 void DeviceImpl::for_each_owned(QueueImpl* q, Fn&& fn) noexcept {
-  for (std::uint32_t i = 0; i < slab_->slots(); ++i) {
-    auto* r = static_cast<RequestImpl*>(slab_->object(i));
-    const std::uint64_t w = r->word().load(std::memory_order_acquire);
-    if (rs::where(w) != rs::kOwned) continue;
-    if (r->queue.load(std::memory_order_acquire) != q) continue;
-    fn(r, w);
-  }
+  auto scan = [&](Slab& slab) {
+    for (std::uint32_t i = 0; i < slab.slots(); ++i) {
+      auto* r = static_cast<RequestImpl*>(slab.object(i));
+      const std::uint64_t w = r->word().load(std::memory_order_acquire);
+      if (rs::where(w) != rs::kOwned) continue;
+      if (r->queue.load(std::memory_order_acquire) != q) continue;
+      fn(r, w);
+    }
+  };
+  scan(*slab_);
+  if (reserved_in_use_.load(std::memory_order_acquire) == 0) return;
+  for (QueueImpl* o : queue_list())
+    if (Slab* s = o->reserved_slab(); s != nullptr) scan(*s);
 }
 
 // Thread-local record of the queues whose dispatch loop this thread is in.
@@ -393,6 +427,13 @@ class LoopScope {
  private:
   bool pushed_;
 };
+
+inline void DeviceImpl::return_reserved(RequestImpl* r) noexcept {
+  // reserved_owner is fixed for the slot's lifetime, so reading it after the
+  // packet completed is safe even for a normal slot that was reused meanwhile.
+  if (QueueImpl* owner = r->reserved_owner; owner != nullptr) [[unlikely]]
+    owner->fp_return(r);
+}
 
 inline QueueImpl& impl(Queue& q) noexcept { return static_cast<QueueImpl&>(q); }
 inline const QueueImpl& impl(const Queue& q) noexcept { return static_cast<const QueueImpl&>(q); }

@@ -260,6 +260,19 @@ RequestImpl* QueueImpl::pop_locked() noexcept {
 // ---------------------------------------------------------------------------
 // Arrival, insertion
 
+// Makes a request that arrived on the fast path driver-owned and presented.
+// A compare-exchange, not a plain store: bind() has published the handle, so
+// Device::cancel may set kCanceled at any moment, and the handler must then see
+// the request canceled (the model in tests/model/queue.pml found the store
+// losing it).
+std::uint64_t QueueImpl::take_presented(RequestImpl* r) noexcept {
+  std::uint64_t w = r->word().load(std::memory_order_relaxed);
+  while (!r->word().compare_exchange_weak(w, rs::with_where(w, rs::kOwned) | rs::kPresented,
+                                          std::memory_order_acq_rel, std::memory_order_relaxed)) {
+  }
+  return rs::with_where(w, rs::kOwned) | rs::kPresented;
+}
+
 void QueueImpl::arrive(RequestImpl* r) noexcept {
   if (sharded()) {
     shard_for_caller().arrive(r);
@@ -283,13 +296,7 @@ void QueueImpl::arrive(RequestImpl* r) noexcept {
                                     std::memory_order_acquire)) {
         count(kArrived);
         r->queue.store(this, std::memory_order_relaxed);
-        // No other thread can reach r yet (its handle is only in the packet,
-        // which its submitter owns until submit returns), so a plain store
-        // makes it driver-owned.
-        const std::uint64_t w = rs::with_where(r->word().load(std::memory_order_relaxed), rs::kOwned) |
-                                rs::kPresented;
-        r->word().store(w, std::memory_order_relaxed);
-        run_loop(r, w);
+        run_loop(r, take_presented(r));
         return;
       }
       continue;
@@ -314,8 +321,9 @@ void QueueImpl::arrive(RequestImpl* r) noexcept {
       if (r->word().compare_exchange_weak(w, rs::with_where(w, rs::kCompleting),
                                           std::memory_order_acq_rel, std::memory_order_acquire)) {
         count(kCancelled);
-        dev_.finish_packet(r, Status::cancelled, 0, 0);
+        dev_.finish_packet(r, Status::cancelled, 0, 0, /*return_reserved=*/false);
         if (update(0, kQ1 + kI1, 0, 0, false)) enter_loop();
+        DeviceImpl::return_reserved(r);
         return;
       }
       continue;
@@ -345,9 +353,7 @@ void QueueImpl::arrive_batch(RequestImpl* const* rs, std::size_t n) noexcept {
         for (std::size_t i = 0; i < n; ++i) {
           RequestImpl* r = rs[i];
           r->queue.store(this, std::memory_order_relaxed);
-          // Private to the submitter until delivered (see arrive()).
-          r->word().store(rs::with_where(r->word().load(std::memory_order_relaxed), rs::kOwned) | rs::kPresented,
-                          std::memory_order_relaxed);
+          take_presented(r);
         }
         run_loop_with(rs, n, 0);
         return;
@@ -379,8 +385,8 @@ void QueueImpl::recheck_canceled(RequestImpl* r, std::uint32_t gen) noexcept {
   }
 }
 
-Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w) noexcept {
-  if (sharded()) return shard_for_caller().accept_forward(r, w);
+Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w, bool* completed) noexcept {
+  if (sharded()) return shard_for_caller().accept_forward(r, w, completed);
   std::uint64_t s = st_.load(std::memory_order_acquire);
   for (;;) {
     if (!(s & kAccept)) return Status::wdf_busy;
@@ -390,33 +396,45 @@ Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w) noexcept {
   }
   QueueImpl* source = r->queue.load(std::memory_order_relaxed);
   r->queue.store(this, std::memory_order_release);
+  // A request the source queue's power-down notified (stop callback, no
+  // acknowledgement yet) leaves the source here: the source stops waiting for
+  // it, as for a completion (WDF: leaving the driver-owned list leaves the
+  // power-notified list too), and it carries no notification or resume mark
+  // into this queue.
+  constexpr std::uint64_t kPowerBits = rs::kStopNotified | rs::kAcked;
   for (;;) {
     if (w & rs::kCanceled) {
       // Already canceled: this queue's cancel path runs at once (spec 5.1).
       if (cfg_.on_canceled_on_queue != nullptr) {
-        // The driver keeps it, now through this queue.
+        // The driver keeps it, now through this queue. Clear the source's
+        // power marks before this queue's loop can see (and complete) it.
+        if (r->word().fetch_and(~kPowerBits, std::memory_order_acq_rel) & rs::kStopNotified)
+          source->power_ack_done();
         if (update(kD1, kQ1 + kI1, 0, 0, false)) enter_loop();
         push_event(r, kEventCanceledOnQueue);
       } else {
-        if (!r->word().compare_exchange_strong(w, rs::with_where(w, rs::kCompleting),
+        if (!r->word().compare_exchange_strong(w, rs::with_where(w & ~kPowerBits, rs::kCompleting),
                                                std::memory_order_acq_rel, std::memory_order_acquire))
           continue;
+        if (w & rs::kStopNotified) source->power_ack_done();
         count(kCancelled);
-        dev_.finish_packet(r, Status::cancelled, 0, 0);
+        dev_.finish_packet(r, Status::cancelled, 0, 0, /*return_reserved=*/false);
+        *completed = true;
         if (update(0, kQ1 + kI1, 0, 0, false)) enter_loop();
       }
       return Status::success;
     }
-    if (rs::where(w) != rs::kOwned || (w & (rs::kCancelable | rs::kCancelCb))) {
+    if (rs::where(w) != rs::kOwned || rs::cancel_pending(w)) {
       // The driver changed the request under us (a usage error it will see).
       r->queue.store(source, std::memory_order_release);
       if (update(0, kQ1 + kI1, 0, 0, false)) enter_loop();
-      return (w & (rs::kCancelable | rs::kCancelCb)) ? Status::usage_cancelable : Status::usage_not_owned;
+      return rs::cancel_pending(w) ? Status::usage_cancelable : Status::usage_not_owned;
     }
-    if (r->word().compare_exchange_weak(w, rs::with_where(w, rs::kQueued), std::memory_order_acq_rel,
+    if (r->word().compare_exchange_weak(w, rs::with_where(w & ~kPowerBits, rs::kQueued), std::memory_order_acq_rel,
                                         std::memory_order_acquire))
       break;
   }
+  if (w & rs::kStopNotified) source->power_ack_done();
   insert_counted(r, rs::gen(w));
   return Status::success;
 }
@@ -431,6 +449,17 @@ void QueueImpl::requeue_head(RequestImpl* r) noexcept {
   } while (!stash_.compare_exchange_weak(head, r, std::memory_order_release, std::memory_order_relaxed));
   count(kRequeued);
   const bool enter = update(kQ1, kD1, 0, 0, false, /*ready_if_empty=*/true);
+  // A purge or stop_and_purge that set the latch after the caller looked at it
+  // and swept the queue before this push did not see r: r is canceled, as the
+  // latch says. (If the sweep's token preceded our update of st_, this load
+  // sees the latch; otherwise the sweep saw the push and took r.)
+  if (st_.load(std::memory_order_relaxed) & kLatch) {
+    std::uint64_t w = r->word().load(std::memory_order_acquire);
+    while (rs::gen(w) == gen && rs::where(w) == rs::kQueued && !(w & rs::kCanceled) &&
+           !r->word().compare_exchange_weak(w, w | rs::kCanceled, std::memory_order_acq_rel,
+                                            std::memory_order_acquire)) {
+    }
+  }
   recheck_canceled(r, gen);
   if (enter) enter_loop();
 }
@@ -513,7 +542,10 @@ void QueueImpl::run_loop_with(RequestImpl* const* firsts, std::size_t n, std::ui
         // The inbox head is a ticket whose producer has not published yet; its
         // producer's own update will bring us (or another thread) back.
         s = st_.fetch_sub(kD1 + kToken - kQ1, std::memory_order_acq_rel) - (kD1 + kToken - kQ1);
-        blocked_at = s;
+        // The word before the reservation: if the head's producer published
+        // and updated the word meanwhile (it could not enter, D was taken),
+        // s differs and the loop tries again instead of leaving.
+        blocked_at = v;
         continue;
       }
       release_token();
@@ -557,8 +589,9 @@ std::uint64_t QueueImpl::claim_popped(RequestImpl* r) noexcept {
                                              std::memory_order_acq_rel, std::memory_order_acquire))
           continue;
         count(kCancelled);
-        dev_.finish_packet(r, Status::cancelled, 0, 0);
+        dev_.finish_packet(r, Status::cancelled, 0, 0, /*return_reserved=*/false);
         release_driver(kD1);
+        DeviceImpl::return_reserved(r);
       }
       return 0;
     }
@@ -608,9 +641,10 @@ void QueueImpl::finish_owned(RequestImpl* r, std::uint64_t w, Status status, std
   const bool notified = (w & rs::kStopNotified) != 0;
   count(kCompleted);
   if (status == Status::cancelled) count(kCancelled);
-  dev_.finish_packet(r, status, info, err);
+  dev_.finish_packet(r, status, info, err, /*return_reserved=*/false);
   if (notified) power_ack_done();
   release_driver(kD1);
+  DeviceImpl::return_reserved(r);
 }
 
 void QueueImpl::cancel_owned_as_queued(RequestImpl* r, std::uint64_t w) noexcept {
@@ -658,14 +692,27 @@ void QueueImpl::run_events() noexcept {
   while (list != nullptr) {
     RequestImpl* r = list;
     list = r->event_next;
-    const std::uint64_t w = r->word().load(std::memory_order_acquire);
-    const Request req(r->handle_for(w));
     if (r->event_kind == kEventCancelCallback) {
       const CancelCallback cb = r->cancel_cb.load(std::memory_order_acquire);
       void* ctx = r->cancel_ctx.load(std::memory_order_acquire);
-      if (cb != nullptr) cb(req, ctx);
+      // From here on the driver may complete (forward, requeue, mark) it.
+      // Until now its operations treated it as still marked cancelable, so it
+      // is still owned, with the generation it had when it was scheduled; the
+      // checks below only guard that invariant (never call on a stale handle).
+      std::uint64_t w = r->word().load(std::memory_order_acquire);
+      bool call = false;
+      while (rs::where(w) == rs::kOwned && (w & (rs::kCancelCb | rs::kCancelRan)) == rs::kCancelCb) {
+        if (r->word().compare_exchange_weak(w, w | rs::kCancelRan, std::memory_order_acq_rel,
+                                            std::memory_order_acquire)) {
+          w |= rs::kCancelRan;
+          call = true;
+          break;
+        }
+      }
+      if (call && cb != nullptr) cb(Request(r->handle_for(w)), ctx);
     } else {
-      cfg_.on_canceled_on_queue(facade(), req);
+      const std::uint64_t w = r->word().load(std::memory_order_acquire);
+      cfg_.on_canceled_on_queue(facade(), Request(r->handle_for(w)));
     }
   }
 }
@@ -761,8 +808,9 @@ void QueueImpl::cancel_queued(RequestImpl* r, std::uint32_t gen) noexcept {
     push_event(r, kEventCanceledOnQueue);
   } else {
     count(kCancelled);
-    dev_.finish_packet(r, Status::cancelled, 0, 0);
+    dev_.finish_packet(r, Status::cancelled, 0, 0, /*return_reserved=*/false);
     kick();
+    DeviceImpl::return_reserved(r);
   }
 }
 
@@ -805,9 +853,12 @@ void QueueImpl::cleanup_file(FileHandle f) noexcept {
 }
 
 void QueueImpl::cancel_cancelable_owned() noexcept {
+  // Pairs with the fence in mark_cancelable: the latch, set before this call,
+  // is visible to a mark whose kCancelable this scan does not see.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   dev_.for_each_owned(this, [this](RequestImpl* r, std::uint64_t w) {
     while ((w & rs::kCancelable) && rs::where(w) == rs::kOwned) {
-      const std::uint64_t nw = (w & ~rs::kCancelable) | rs::kCanceled | rs::kCancelCb;
+      const std::uint64_t nw = (w & ~(rs::kCancelable | rs::kCancelRan)) | rs::kCanceled | rs::kCancelCb;
       if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
         schedule_cancel_callback(r);
         break;
@@ -872,6 +923,9 @@ Status QueueImpl::stop_impl(QueueCallback cb, void* ctx, bool purge) noexcept {
       // release: publishes idle_slot_ to the loop's acquire load that sees kIdleArmed.
       if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_acquire)) break;
     }
+    // Accepting again: what arrives from now on is kept (C30), including a
+    // late inserter of an earlier purge (its submit overlaps this call).
+    if (accept != 0) purge_mode_.store(false, std::memory_order_release);
     if (purge) {
       // Cancel what is queued now; later arrivals stay queued.
       take_token();
@@ -928,8 +982,14 @@ Status QueueImpl::drain_impl(QueueCallback cb, void* ctx, bool purge) noexcept {
     }
     if (purge) {
       take_token();
+      // Inserters counted in I passed the Accept check before it was cleared
+      // and may push after this sweep: purge_mode_ stays set for them. With
+      // none in flight (read before the drain, so every push that finished is
+      // drained) nothing else can land, and the purge leaves no mode behind.
+      const bool in_flight = I(st_.load(std::memory_order_acquire)) != 0;
       drain_inbox_locked();
       canceled = take_all_queued_locked(false);
+      if (!in_flight) purge_mode_.store(false, std::memory_order_release);
       release_token();
     }
   }
@@ -1178,7 +1238,6 @@ void QueueImpl::power_down(std::uint32_t flags) noexcept {
   // 2. The stop callback for every owned request that is not canceled.
   struct Notice {
     std::uint64_t handle;
-    bool cancelable;
   };
   std::vector<Notice> notices;
   // Power-off also waits for canceled requests the driver owns (it completes
@@ -1190,15 +1249,25 @@ void QueueImpl::power_down(std::uint32_t flags) noexcept {
       const std::uint64_t nw = (w | rs::kStopNotified) & ~rs::kAcked;
       if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
         if (!again) power_pending_.fetch_add(1, std::memory_order_acq_rel);
-        if (!(w & rs::kCanceled)) notices.push_back(Notice{r->handle_for(nw), (w & rs::kCancelable) != 0});
+        if (!(w & rs::kCanceled)) notices.push_back(Notice{r->handle_for(nw)});
         return;
       }
     }
   });
   if (cfg_.on_stop != nullptr) {
-    for (const Notice& n : notices)
+    for (const Notice& n : notices) {
+      // Only for a request still notified and owned through this queue: one
+      // the driver completed, requeued or forwarded since the notice was taken
+      // (from another thread) no longer gets the callback, as in WDF, where
+      // leaving the driver-owned list also leaves the power-notify list.
+      std::uint64_t w = 0;
+      RequestImpl* r = lookup(n.handle, w);
+      if (r == nullptr || rs::gen(w) != handle_generation(n.handle) || rs::where(w) != rs::kOwned ||
+          !(w & rs::kStopNotified) || r->queue.load(std::memory_order_acquire) != this)
+        continue;
       cfg_.on_stop(facade(), Request(n.handle),
-                   flags | (n.cancelable ? static_cast<std::uint32_t>(kStopRequestCancelable) : 0u));
+                   flags | ((w & rs::kCancelable) ? static_cast<std::uint32_t>(kStopRequestCancelable) : 0u));
+    }
   }
   // 3. Hold dispatch (power is going off) but let callbacks run again, so
   //    requests can be completed through their cancel routines.
@@ -1273,8 +1342,10 @@ void QueueImpl::shutdown() noexcept {
     st_.fetch_and(~kAccept, std::memory_order_acq_rel);
     st_.fetch_or(kLatch, std::memory_order_acq_rel);
     take_token();
+    const bool in_flight = I(st_.load(std::memory_order_acquire)) != 0;  // as in drain_impl
     drain_inbox_locked();
     canceled = take_all_queued_locked(false);
+    if (!in_flight) purge_mode_.store(false, std::memory_order_release);
     release_token();
   }
   fp_cancel_all_parked(nullptr);

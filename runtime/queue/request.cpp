@@ -50,7 +50,10 @@ Status do_complete(std::uint64_t handle, Status status, std::uint64_t info, std:
   RequestImpl* r = detail::lookup(handle, w);
   for (;;) {
     if (Status s = check_owned(r, w, handle, "complete"); s != Status::success) return s;
-    if (w & rs::kCancelable)
+    // A request with a cancel callback is completable only once that callback
+    // has been called (spec 4: "except inside its own cancel callback"), not
+    // while it is still scheduled.
+    if (rs::cancel_pending(w)) [[unlikely]]
       return r->device->usage(Status::usage_cancelable,
                               "complete: the request is marked cancelable; unmark it first");
     if (r->word().compare_exchange_weak(w, rs::with_where(w, rs::kCompleting), std::memory_order_acq_rel,
@@ -75,18 +78,20 @@ Status Request::forward_to_queue(Queue& destination) const noexcept {
   std::uint64_t w = 0;
   RequestImpl* r = detail::lookup(handle_, w);
   if (Status s = check_owned(r, w, handle_, "forward_to_queue"); s != Status::success) return s;
-  if (w & (rs::kCancelable | rs::kCancelCb))
+  if (rs::cancel_pending(w))
     return r->device->usage(Status::usage_cancelable,
                             "forward_to_queue: a cancelable request cannot be forwarded");
   QueueImpl* source = r->queue.load(std::memory_order_acquire);
   QueueImpl& dest = detail::impl(destination);
   if (&dest == &source->facade() || &dest.dev() != r->device) return Status::invalid_device_request;
-  const Status s = dest.accept_forward(r, w);
+  bool completed = false;
+  const Status s = dest.accept_forward(r, w, &completed);
   if (s != Status::success) {
     return is_usage_error(s) ? r->device->usage(s, "forward_to_queue: the request changed hands") : s;
   }
   source->count(QueueImpl::kForwarded);
   source->release_driver(qs::kD1);
+  if (completed) DeviceImpl::return_reserved(r);  // after the source let go
   return Status::success;
 }
 
@@ -95,7 +100,7 @@ Status Request::requeue() const noexcept {
   RequestImpl* r = detail::lookup(handle_, w);
   for (;;) {
     if (Status s = check_owned(r, w, handle_, "requeue"); s != Status::success) return s;
-    if (w & (rs::kCancelable | rs::kCancelCb))
+    if (rs::cancel_pending(w))
       return r->device->usage(Status::usage_cancelable, "requeue: the request is marked cancelable");
     QueueImpl* q = r->queue.load(std::memory_order_acquire);
     if (!q->is_manual()) return Status::invalid_device_request;
@@ -105,8 +110,12 @@ Status Request::requeue() const noexcept {
       q->cancel_owned_as_queued(r, w);
       return Status::success;
     }
-    if (r->word().compare_exchange_weak(w, rs::with_where(w, rs::kQueued), std::memory_order_acq_rel,
-                                        std::memory_order_acquire)) {
+    // A request with a pending stop notification leaves the driver's hands
+    // here: its queue's power-down stops waiting for it (as for a completion
+    // or an acknowledgement), and it keeps no power marks while queued.
+    if (r->word().compare_exchange_weak(w, rs::with_where(w & ~(rs::kStopNotified | rs::kAcked), rs::kQueued),
+                                        std::memory_order_acq_rel, std::memory_order_acquire)) {
+      if (w & rs::kStopNotified) q->power_ack_done();
       q->requeue_head(r);
       return Status::success;
     }
@@ -128,7 +137,7 @@ Status Request::stop_acknowledge(bool requeue) const noexcept {
       }
       continue;
     }
-    if (w & (rs::kCancelable | rs::kCancelCb))
+    if (rs::cancel_pending(w))
       return r->device->usage(Status::usage_cancelable,
                               "stop_acknowledge(requeue): the request is marked cancelable");
     if (q->latch_set() || (w & rs::kCanceled)) {
@@ -155,7 +164,7 @@ Status mark(std::uint64_t handle, CancelCallback cb, void* ctx, bool ex) noexcep
   std::uint64_t w = 0;
   RequestImpl* r = detail::lookup(handle, w);
   if (Status s = check_owned(r, w, handle, "mark_cancelable"); s != Status::success) return s;
-  if (w & (rs::kCancelable | rs::kCancelCb))
+  if (rs::cancel_pending(w))
     return r->device->usage(Status::usage_cancelable, "mark_cancelable: already marked cancelable");
   if (cb == nullptr)
     return Status::invalid_parameter;
@@ -166,8 +175,10 @@ Status mark(std::uint64_t handle, CancelCallback cb, void* ctx, bool ex) noexcep
   for (;;) {
     if ((w & rs::kCanceled) || q->latch_set()) {
       if (ex) return Status::cancelled;
-      if (r->word().compare_exchange_weak(w, w | rs::kCanceled | rs::kCancelCb, std::memory_order_acq_rel,
-                                          std::memory_order_acquire)) {
+      // A request whose earlier cancel callback has been called gets this one
+      // scheduled afresh (kCancelRan cleared until the loop calls it).
+      if (r->word().compare_exchange_weak(w, (w | rs::kCanceled | rs::kCancelCb) & ~rs::kCancelRan,
+                                          std::memory_order_acq_rel, std::memory_order_acquire)) {
         q->schedule_cancel_callback(r);
         return Status::success;
       }
@@ -175,8 +186,25 @@ Status mark(std::uint64_t handle, CancelCallback cb, void* ctx, bool ex) noexcep
     }
     // release: publishes cancel_cb/cancel_ctx to a canceller that sees kCancelable.
     if (r->word().compare_exchange_weak(w, w | rs::kCancelable, std::memory_order_acq_rel,
-                                        std::memory_order_acquire))
+                                        std::memory_order_acquire)) {
+      // purge and stop_and_purge set the latch, then scan for cancelable
+      // requests; a mark between their two steps is seen by neither unless it
+      // looks at the latch again. The fences (here and at the scan) order
+      // each side's write before its read.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (q->latch_set()) {
+        w |= rs::kCancelable;
+        const std::uint32_t gen = rs::gen(w);
+        while (rs::gen(w) == gen && rs::where(w) == rs::kOwned && (w & rs::kCancelable)) {
+          const std::uint64_t nw = (w & ~(rs::kCancelable | rs::kCancelRan)) | rs::kCanceled | rs::kCancelCb;
+          if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
+            q->schedule_cancel_callback(r);
+            break;
+          }
+        }
+      }
       return Status::success;
+    }
     if (Status s = check_owned(r, w, handle, "mark_cancelable"); s != Status::success) return s;
   }
 }

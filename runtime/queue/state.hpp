@@ -81,6 +81,12 @@ inline constexpr std::uint64_t kCancelCb = 1ULL << 38;     // cancel callback sc
 inline constexpr std::uint64_t kPresented = 1ULL << 39;    // delivered at least once
 inline constexpr std::uint64_t kStopNotified = 1ULL << 40; // stop callback delivered, awaiting ack or completion
 inline constexpr std::uint64_t kAcked = 1ULL << 41;        // acknowledged without requeue (gets resume)
+// The scheduled cancel callback has been called (set by the loop just before
+// the call). From then on the request is an ordinary canceled request the
+// driver owns (spec section 1, state 5): it may be completed, forwarded,
+// requeued or marked again. Before, kCancelCb without kCancelRan, it is still
+// marked cancelable for the driver (spec 4: "do not complete R outside it").
+inline constexpr std::uint64_t kCancelRan = 1ULL << 42;
 inline constexpr std::uint64_t kGenMask = 0xFFFFFFFFULL;
 
 constexpr Where where(std::uint64_t w) { return static_cast<Where>((w & kWhereMask) >> kWhereShift); }
@@ -88,5 +94,11 @@ constexpr std::uint64_t with_where(std::uint64_t w, Where x) {
   return (w & ~kWhereMask) | (static_cast<std::uint64_t>(x) << kWhereShift);
 }
 constexpr std::uint32_t gen(std::uint64_t w) { return static_cast<std::uint32_t>(w & kGenMask); }
+// Marked cancelable as far as the driver's operations are concerned: marked,
+// or its cancel callback is scheduled and has not been called yet. One test
+// for the common case (neither bit set).
+constexpr bool cancel_pending(std::uint64_t w) {
+  return (w & (kCancelable | kCancelCb)) != 0 && ((w & kCancelable) != 0 || (w & kCancelRan) == 0);
+}
 
 }  // namespace ioq::detail::rs
