@@ -4,6 +4,7 @@
 #include <ioq/ioq.hpp>
 #include <ioq/runtime.hpp>
 #include <ioq/target.hpp>
+#include <ioq/uring_target.hpp>
 
 #include <pthread.h>
 #include <sched.h>
@@ -13,12 +14,15 @@
 #endif
 
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <chrono>
 #include <memory>
 #include <thread>
 #include <vector>
 
 #include "tool/progress.hpp"
+#include "tool/verify.hpp"
 
 namespace ioq::bench {
 namespace {
@@ -90,6 +94,13 @@ struct alignas(64) Core {
   std::uint64_t submitted_bytes = 0;
   std::uint32_t sample_countdown = 0;
 
+  // RunPlan::each_block_once: this core's blocks [range_lo, range_lo + range_n).
+  std::uint64_t range_lo = 0, range_n = 0, next_i = 0, perm_step = 1;
+
+  // --verify on reads.
+  std::uint64_t verified = 0, verify_errors = 0, first_bad_offset = 0;
+  BlockCheck first_bad = BlockCheck::ok;
+
   std::atomic<std::uint64_t> completed_total{0};  // for the progress line
   std::atomic<std::uint32_t> in_flight_shared{0};
   std::atomic<std::uint32_t> remote_pending{0};   // completions by other cores' threads
@@ -97,6 +108,9 @@ struct alignas(64) Core {
 
 thread_local Core* t_core = nullptr;
 double g_ns_per_tick = 1.0;  // set once before the core threads start
+// --verify (set once before the core threads start).
+bool g_verify = false;
+std::uint64_t g_generation = 0;
 
 std::uint64_t next_rand(std::uint64_t& x) noexcept {
   x ^= x << 13;
@@ -152,6 +166,14 @@ void on_complete(Packet& p) noexcept {
         me->read_bytes += p.information;
       }
       if (p.information < p.length) ++me->short_ios;
+      if (g_verify && !write) {
+        ++me->verified;
+        const BlockCheck v = check_block(p.buffer, p.length, p.offset, g_generation);
+        if (v != BlockCheck::ok && me->verify_errors++ == 0) {
+          me->first_bad_offset = p.offset;
+          me->first_bad = v;
+        }
+      }
     } else if (p.status == Status::cancelled) {
       ++me->cancelled;
     } else {
@@ -202,14 +224,30 @@ void pin_to(std::uint32_t k) {
   pthread_setaffinity_np(pthread_self(), sizeof one, &one);
 }
 
+std::string fmt_note(const UringTargetInfo& i) {
+  std::string s = i.single_issuer ? (i.defer_taskrun ? "single issuer, deferred task running" : "single issuer")
+                                  : "shared issuer";
+  s += i.direct ? ", O_DIRECT" : ", buffered";
+  if (i.direct) s += " (alignment " + std::to_string(i.offset_align) + "/" + std::to_string(i.mem_align) + ")";
+  s += i.registered_file ? ", registered file" : "";
+  s += i.fixed_buffers ? ", fixed buffers" : "";
+  if (!i.fallback.empty()) s += "; fallback: " + i.fallback;
+  return s;
+}
+
+std::uint64_t gcd(std::uint64_t a, std::uint64_t b) {
+  while (b != 0) {
+    const std::uint64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
 }  // namespace
 
-EngineResult run_engine(const Options& o) {
+EngineResult run_engine(const Options& o, const RunPlan& plan) {
   EngineResult out;
-  if (o.target == Target::uring) {
-    out.error = "ioq-bench: --target=uring: the io_uring target is not built yet";
-    return out;
-  }
   const TickClock clock = TickClock::calibrate();
   g_ns_per_tick = clock.ns_per_tick;
   const std::uint32_t cores = std::max(1u, o.cores);
@@ -224,6 +262,41 @@ EngineResult run_engine(const Options& o) {
   std::unique_ptr<Runtime> rt = std::move(*rt_r);
 
   NullTarget null_target;
+  ioq::Target* target = &null_target;
+  std::unique_ptr<UringTarget> uring;
+  const std::uint64_t bs_mem = (o.bs_bytes + 4095) / 4096 * 4096;
+  if (o.target != Target::null) {
+    UringTargetConfig uc;
+    uc.nop = o.target == Target::uring_nop;
+    if (!uc.nop) uc.path = o.filename;
+    uc.direct = o.direct;
+    uc.writable = o.writes();
+    uc.depth = per_core;
+    uc.fixed_buffers = o.fixedbufs ? per_core : 0;
+    uc.buffer_bytes = static_cast<std::uint32_t>(bs_mem);
+    uc.register_file = o.registerfiles;
+    auto u = UringTarget::create(*rt, uc);
+    if (!u) {
+      out.error = "ioq-bench: --target=" + std::string(to_string(o.target)) + ": " + u.error().message + " (" +
+                  std::string(ioq::to_string(u.error().status)) + ")";
+      out.target_unavailable = u.error().status == Status::not_supported;
+      return out;
+    }
+    uring = std::move(*u);
+    target = uring.get();
+    const UringTargetInfo& info = uring->info();
+    out.target_note = fmt_note(info);
+    if (!uc.nop && info.size < o.size_bytes) {
+      out.error = "ioq-bench: --size: the file or device holds only " + std::to_string(info.size) + " bytes";
+      return out;
+    }
+    if (!uc.nop && o.direct && (o.bs_bytes % info.offset_align) != 0) {
+      out.error = "ioq-bench: --bs: O_DIRECT here needs a multiple of " + std::to_string(info.offset_align) + " bytes";
+      return out;
+    }
+  }
+  g_verify = o.verify != Verify::none;
+  g_generation = plan.generation;
   std::vector<std::unique_ptr<Device>> devices;
   std::vector<std::unique_ptr<DeviceCtx>> ctxs;
   std::vector<Queue*> main_queues, forward_queues;
@@ -240,7 +313,7 @@ EngineResult run_engine(const Options& o) {
     }
     Device& dev = **dev_r;
     auto ctx = std::make_unique<DeviceCtx>();
-    ctx->target = &null_target;
+    ctx->target = target;
     ctx->forward_ratio = o.forward_ratio;
     if (o.forward_ratio > 0) {
       auto fq = dev.create_queue({.dispatch = DispatchType::manual, .name = "forward"});
@@ -273,6 +346,7 @@ EngineResult run_engine(const Options& o) {
   }
 
   // Per-core packet slots.
+  std::vector<std::unique_ptr<char, decltype(&std::free)>> buffers;
   std::vector<std::unique_ptr<Core>> core_state;
   for (std::uint32_t k = 0; k < cores; ++k) {
     auto c = std::make_unique<Core>();
@@ -288,7 +362,29 @@ EngineResult run_engine(const Options& o) {
       s.p.on_complete = on_complete;
       s.p.user = &s;
       s.p.length = static_cast<std::uint32_t>(o.bs_bytes);
+      if (uring) {
+        // A registered buffer where the target has them, else our own
+        // page-aligned one (O_DIRECT's alignment is at most a page).
+        s.p.buffer = uring->buffer(k, i);
+        if (s.p.buffer == nullptr) {
+          buffers.emplace_back(static_cast<char*>(std::aligned_alloc(4096, bs_mem)), &std::free);
+          s.p.buffer = buffers.back().get();
+          std::memset(s.p.buffer, 0, bs_mem);
+        }
+      }
       c->free.push_back(per_core - 1 - i);
+    }
+    if (plan.each_block_once) {
+      const std::uint64_t nblocks = std::max<std::uint64_t>(1, o.size_bytes / o.bs_bytes);
+      c->range_lo = nblocks * k / cores;
+      c->range_n = nblocks * (k + 1) / cores - c->range_lo;
+      // A step coprime to the range walks every block once in a scattered order.
+      std::uint64_t step = 1;
+      if (o.random() && c->range_n > 2) {
+        step = (c->range_n * 5 / 8) | 1;
+        while (gcd(step, c->range_n) != 1) step += 2;
+      }
+      c->perm_step = step;
     }
     core_state.push_back(std::move(c));
   }
@@ -320,14 +416,19 @@ EngineResult run_engine(const Options& o) {
         const std::uint64_t now = c.last_fresh ? c.last_tick : ticks();
         c.last_fresh = false;
         if (now >= end || c.submitted_bytes >= budget) break;
+        if (plan.each_block_once && c.next_i >= c.range_n) break;
         for (; n < batch && !c.free.empty() && c.submitted_bytes < budget; ++n) {
+          if (plan.each_block_once && c.next_i >= c.range_n) break;
           const std::uint32_t idx = c.free.back();
           c.free.pop_back();
           Slot& s = c.slots[idx];
           const bool write = writes && (!reads || next_rand(c.rng) % 100 >= o.rwmixread);
           s.p.type = write ? RequestType::write : RequestType::read;
-          const std::uint64_t block = random ? next_rand(c.rng) % blocks : (c.seq_offset++ % blocks);
+          std::uint64_t block;
+          if (plan.each_block_once) block = c.range_lo + (c.next_i++ * c.perm_step) % c.range_n;
+          else block = random ? next_rand(c.rng) % blocks : (c.seq_offset++ % blocks);
           s.p.offset = block * o.bs_bytes;
+          if (g_verify && write) fill_block(s.p.buffer, s.p.length, s.p.offset, g_generation);
           s.t0 = now;
           if (c.sample_countdown == 0) {
             s.timed = true;
@@ -354,10 +455,19 @@ EngineResult run_engine(const Options& o) {
       // The driver's side of manual queues: retrieve and send.
       Request r;
       for (Queue* q : forward_queues)
-        while (q->retrieve_next_request(r) == Status::success) (void)null_target.send(r);
+        while (q->retrieve_next_request(r) == Status::success) (void)target->send(r);
       if (dispatch == DispatchType::manual)
         for (Queue* q : main_queues)
-          while (q->retrieve_next_request(r) == Status::success) (void)null_target.send(r);
+          while (q->retrieve_next_request(r) == Status::success) (void)target->send(r);
+      // Every slot in flight: submit what the handlers prepared and sleep in
+      // the kernel until the device completes one (one io_uring_enter for
+      // both, as fio's loop does), rather than spin on the ring; the poll
+      // then reaps it. wait() returns at once when this core's ring has
+      // nothing in flight (the requests are elsewhere: another core's queue).
+      // One core: only this ring can complete our requests, so the wait needs
+      // no time limit. More cores: a limit, for completions another core
+      // hands back through our mailbox.
+      if (c.free.empty() && uring) uring->wait(k, cores == 1 ? 0 : 1000);
       rt->poll(k);
       c.in_flight_shared.store(c.in_flight, std::memory_order_relaxed);
     }
@@ -368,10 +478,11 @@ EngineResult run_engine(const Options& o) {
       if (c.remote_pending.load(std::memory_order_relaxed) != 0) reap_remote(c);
       Request r;
       for (Queue* q : forward_queues)
-        while (q->retrieve_next_request(r) == Status::success) (void)null_target.send(r);
+        while (q->retrieve_next_request(r) == Status::success) (void)target->send(r);
       if (dispatch == DispatchType::manual)
         for (Queue* q : main_queues)
-          while (q->retrieve_next_request(r) == Status::success) (void)null_target.send(r);
+          while (q->retrieve_next_request(r) == Status::success) (void)target->send(r);
+      if (uring) uring->wait(k, 1000);
       rt->poll(k);
     }
     running.fetch_sub(1, std::memory_order_release);
@@ -436,6 +547,12 @@ EngineResult run_engine(const Options& o) {
     job.cancelled += c->cancelled;
     job.failed += c->failed;
     job.read.clat.merge(c->read_clat);
+    out.verified += c->verified;
+    if (c->verify_errors != 0 && out.verify_errors == 0) {
+      out.first_bad_offset = c->first_bad_offset;
+      out.first_bad_reason = to_string(c->first_bad);
+    }
+    out.verify_errors += c->verify_errors;
     job.write.clat.merge(c->write_clat);
     last = std::max(last, c->last_completion_tick);
   }

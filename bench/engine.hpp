@@ -29,13 +29,30 @@
 
 namespace ioq::bench {
 
-struct EngineResult {
-  JobResult job;
-  std::string prometheus;  // with --prometheus: the runtime's and devices' counters
-  std::string error;       // set when the run could not start (exit code 1)
+// How a run walks the file, beyond Options.
+struct RunPlan {
+  // Each core takes its share of the --size blocks and submits each exactly
+  // once (sequentially, or in a fixed random permutation for random --rw):
+  // a verifying job's write pass and read-back pass.
+  bool each_block_once = false;
+  // --verify: the generation written into each block (and expected on
+  // read-back; 0 on a read pass accepts any generation).
+  std::uint64_t generation = 0;
 };
 
-EngineResult run_engine(const Options& options);
+struct EngineResult {
+  JobResult job;
+  std::uint64_t verified = 0;          // blocks read back and checked
+  std::uint64_t verify_errors = 0;     // blocks that failed the check
+  std::uint64_t first_bad_offset = 0;  // the first failure's offset (in completion order)
+  std::string first_bad_reason;
+  std::string target_note;             // the io_uring target's set-up (fallbacks)
+  std::string prometheus;  // with --prometheus: the runtime's and devices' counters
+  std::string error;       // set when the run could not start (exit code 1)
+  bool target_unavailable = false;  // ... because io_uring or O_DIRECT is not offered here
+};
+
+EngineResult run_engine(const Options& options, const RunPlan& plan = {});
 
 // Heap allocations counted by ioq-bench's replacement operator new (all threads).
 std::uint64_t allocation_count() noexcept;

@@ -142,7 +142,7 @@ std::string enum_field(std::string_view text, const E (&values)[N], E& field) {
 
 constexpr RwMode kRwModes[] = {RwMode::read, RwMode::write, RwMode::randread, RwMode::randwrite,
                                RwMode::randrw};
-constexpr Target kTargets[] = {Target::null, Target::uring};
+constexpr Target kTargets[] = {Target::null, Target::uring, Target::uring_nop};
 constexpr DispatchMode kDispatchModes[] = {DispatchMode::sequential, DispatchMode::parallel,
                                            DispatchMode::manual};
 constexpr Verify kVerifyModes[] = {Verify::none, Verify::crc32c};
@@ -246,7 +246,7 @@ const Field kFields[] = {
        return {};
      }},
 
-    {"--target", "TARGET", kIoq, "null|uring: where ioq sends the requests",
+    {"--target", "TARGET", kIoq, "null|uring|uring-nop: where ioq sends the requests (uring-nop: IORING_OP_NOP, no device)",
      [](const Options& o) { return std::string(to_string(o.target)); },
      [](std::string_view t, Options& o) { return enum_field(t, kTargets, o.target); }},
     {"--dispatch", "TYPE", kIoq, "sequential|parallel|manual: the queue's dispatch type",
@@ -299,12 +299,16 @@ std::string check_combination(const Options& o) {
     return fmt::format("--bs: must not exceed --size ({} bytes)", o.size_bytes);
   }
   if (o.time_based && o.runtime_ns == 0) return "--runtime: must be positive with --time_based";
-  if (o.target != Target::uring) {
+  if (o.verify != Verify::none) {
+    if (o.target != Target::uring) return "--verify: needs --target=uring (only a file keeps data)";
+    if (o.bs_bytes < 64) return "--bs: must be at least 64 with --verify (each block carries a header)";
+  }
+  if (o.target == Target::null) {
     if (o.fixedbufs) return "--fixedbufs: needs --target=uring";
     if (o.registerfiles) return "--registerfiles: needs --target=uring";
-    if (!o.filename.empty())
-      return "--filename: needs --target=uring (the null target has no file)";
   }
+  if (o.target != Target::uring && !o.filename.empty())
+    return "--filename: needs --target=uring (the null target has no file)";
   return {};
 }
 
@@ -327,6 +331,7 @@ std::string_view to_string(Target v) noexcept {
   switch (v) {
     case Target::null: return "null";
     case Target::uring: return "uring";
+    case Target::uring_nop: return "uring-nop";
   }
   return "?";
 }

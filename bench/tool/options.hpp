@@ -49,7 +49,9 @@
 namespace ioq::bench {
 
 enum class RwMode : std::uint8_t { read, write, randread, randwrite, randrw };
-enum class Target : std::uint8_t { null, uring };
+// uring_nop: the io_uring target with IORING_OP_NOP for every request (ioq's
+// whole path and the ring, without the device).
+enum class Target : std::uint8_t { null, uring, uring_nop };
 enum class DispatchMode : std::uint8_t { sequential, parallel, manual };  // ioq::DispatchType
 enum class Verify : std::uint8_t { none, crc32c };
 enum class OutputFormat : std::uint8_t { normal, json, json_plus };  // json+ adds clat "bins"
