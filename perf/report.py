@@ -11,7 +11,9 @@ What runs (every ratio compares figures measured in this same run):
   * ioq-bench on one core and on two;
   * instructions and cycles per request: perf stat where the machine exposes
     hardware counters, else instructions counted by valgrind --tool=callgrind;
-  * the CPU an idle runtime costs (bench/idle_cpu).
+  * the CPU an idle runtime costs (bench/idle_cpu);
+  * the io_uring target against fio's io_uring engine on the same file, and its
+    no-op path against a bare liburing loop (perf/uring_report.py).
 Plots (gnuplot): throughput against iodepth, latency percentiles, one core against two.
 
 Usage: perf/report.py [--build build/release] [--quick] [--out DIR]
@@ -144,7 +146,8 @@ def main():
     args = ap.parse_args()
     b = args.build
     bench = os.path.join(b, "bench", "ioq-bench")
-    for exe in ("ioq-bench", "ring_bench", "e2e_bench", "dispatch_bench", "forward_progress_bench", "idle_cpu"):
+    for exe in ("ioq-bench", "ring_bench", "e2e_bench", "dispatch_bench", "forward_progress_bench", "idle_cpu",
+                "uring_bench"):
         if not os.access(os.path.join(b, "bench", exe), os.X_OK):
             sys.exit(f"report: {exe} not built in {b}/bench; build the release preset first")
     quick = args.quick
@@ -282,6 +285,13 @@ def main():
                os.path.join(b, "bench", "ring_bench"), "--min-time", min_time, "--repetitions", str(reps)])
     md.append("## Ring (BM_Ring_*)\n")
     md.append(ring)
+
+    # 7. The io_uring target (perf/uring_report.py).
+    sys.path.insert(0, HERE)
+    import uring_report
+    umd, uraw = uring_report.run(b, quick, size="256m" if quick else "1g")
+    raw["uring"] = uraw
+    md.extend(umd)
 
     # Plots.
     with open(os.path.join(out_dir, "iodepth.dat"), "w") as f:

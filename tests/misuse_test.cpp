@@ -384,17 +384,12 @@ TEST(Misuse, CompletingWhileTheCancelRoutineIsScheduledIsCancelable) {
 
 // A canceled forwarded-in request is handed to the canceled-on-queue handler
 // (spec 5.1): until that handler has it, the handle the driver kept from
-// before the forward names a request the driver does not own.
-//
-// Disabled: ioq does not detect this yet. Between the hand-over (the request
-// is marked driver-owned and the handler is queued on the loop) and the
-// handler's call, the kept handle passes the ownership check, so complete()
-// succeeds; the handler is then called with a handle built from the slot's
-// current word: here the slot's next request (packet 1). Packet 1 is still
-// queued, so the handler's completion of it is refused; had the driver
-// retrieved it first, the handler would complete it as if it were its own.
-// Enable once the hand-over window is closed.
-TEST(Misuse, DISABLED_CompletingACanceledOnQueueRequestBeforeItsHandlerIsNotOwned) {
+// before the forward names a request the driver does not own (spec 1, state
+// 4). Between the hand-over (the request counts as driver-owned and the
+// handler is queued on the loop) and the handler's call, complete() on the
+// kept handle is refused, so the one slot is not reused by a new request and
+// the handler gets the request that was handed over, with its own handle.
+TEST(Misuse, CompletingACanceledOnQueueRequestBeforeItsHandlerIsNotOwned) {
   static Device* device;
   static Request kept;
   static Status in_ready[3];
@@ -435,13 +430,17 @@ TEST(Misuse, DISABLED_CompletingACanceledOnQueueRequestBeforeItsHandlerIsNotOwne
   EXPECT_EQ(packets[0].completions.load(), 1);
   EXPECT_EQ(packets[0].status.load(), Status::cancelled) << "completed by its canceled-on-queue handler";
   EXPECT_EQ(dev->verifier()[Status::usage_not_owned], 1u);
-  // The second packet is still queued on m, untouched.
-  EXPECT_FALSE(packets[1].done());
+  // While the ready callback ran, the one slot was still the handed-over
+  // request's: the packet submitted there got no request.
+  EXPECT_EQ(packets[1].status.load(), Status::insufficient_resources);
+  // Once its handler completed it, the slot serves the next request.
+  ASSERT_EQ(dev->submit(packets.make(RequestType::read).packet), Status::pending);
   Request r;
   ASSERT_EQ(m->retrieve_next_request(r), Status::success);
+  EXPECT_NE(r, kept) << "a new incarnation of the slot";
   ASSERT_EQ(r.complete(Status::success), Status::success);
   expect_all_settled(packets);
-  EXPECT_EQ(packets[1].status.load(), Status::success);
+  EXPECT_EQ(packets[2].status.load(), Status::success);
   EXPECT_EQ(dev->verifier().total(), 1u);
 }
 

@@ -355,7 +355,7 @@ Status DeviceImpl::cancel_impl(std::uint64_t handle) noexcept {
         if (w & rs::kCancelable) {
           const std::uint64_t nw = (w & ~(rs::kCancelable | rs::kCancelRan)) | rs::kCanceled | rs::kCancelCb;
           if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
-            r->queue.load(std::memory_order_acquire)->schedule_cancel_callback(r);
+            r->queue.load(std::memory_order_acquire)->schedule_cancel_callback(r, rs::gen(nw));
             return Status::success;
           }
           continue;

@@ -52,6 +52,7 @@ struct RequestImpl {
   DeviceImpl* device = nullptr;
   Slab* slab = nullptr;
   std::uint32_t index = 0;
+  std::uint32_t event_gen = 0;             // generation the queue event was pushed for (with event_kind)
   std::atomic<QueueImpl*> queue{nullptr};  // current queue (stable while queued)
   // FIFO links, touched only by the holder of the queue's pop token.
   RequestImpl* prev = nullptr;
@@ -130,13 +131,15 @@ class QueueImpl final : public Queue {
   void requeue_head(RequestImpl* r) noexcept;
   // The driver's request r was canceled while marked cancelable (or marked
   // while canceled/latched): run its cancel callback from the loop.
-  void schedule_cancel_callback(RequestImpl* r) noexcept;
+  // gen: r's generation when its kCancelCb was set.
+  void schedule_cancel_callback(RequestImpl* r, std::uint32_t gen) noexcept;
   // A queued request r had its canceled flag set: remove and cancel it.
   void cancel_queued(RequestImpl* r, std::uint32_t gen) noexcept;
   // Close of a file: cancel its queued requests.
   void cleanup_file(FileHandle f) noexcept;
 
   bool latch_set() const noexcept { return (st_.load(std::memory_order_acquire) & qs::kLatch) != 0; }
+  bool latch_set_seq_cst() const noexcept { return (st_.load(std::memory_order_seq_cst) & qs::kLatch) != 0; }
   std::uint64_t state_word() const noexcept { return st_.load(std::memory_order_acquire); }
 
   // ---- forward progress (runtime/queue/forward_progress.cpp) ----
@@ -209,7 +212,8 @@ class QueueImpl final : public Queue {
   void enter_loop() noexcept;  // with a loop slot held: run here, or on the arena
   void present(RequestImpl* r, std::uint64_t w) noexcept;   // r owned, D counted
   void run_events() noexcept;
-  void push_event(RequestImpl* r, EventKind kind) noexcept;
+  // Queues a callback for r's incarnation `gen` (which only the loop moves on).
+  void push_event(RequestImpl* r, EventKind kind, std::uint32_t gen) noexcept;
   bool complete_zero_length(RequestImpl* r, std::uint64_t w) noexcept;
 
   // Pop token.

@@ -403,15 +403,24 @@ Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w, bool* complete
   // into this queue.
   constexpr std::uint64_t kPowerBits = rs::kStopNotified | rs::kAcked;
   for (;;) {
+    if (rs::where(w) != rs::kOwned || (w & rs::kHandOver) || rs::cancel_pending(w)) {
+      // The driver changed the request under us (a usage error it will see).
+      r->queue.store(source, std::memory_order_release);
+      if (update(0, kQ1 + kI1, 0, 0, false)) enter_loop();
+      return rs::cancel_pending(w) ? Status::usage_cancelable : Status::usage_not_owned;
+    }
     if (w & rs::kCanceled) {
       // Already canceled: this queue's cancel path runs at once (spec 5.1).
       if (cfg_.on_canceled_on_queue != nullptr) {
-        // The driver keeps it, now through this queue. Clear the source's
-        // power marks before this queue's loop can see (and complete) it.
-        if (r->word().fetch_and(~kPowerBits, std::memory_order_acq_rel) & rs::kStopNotified)
-          source->power_ack_done();
+        // Handed over through this queue: not the driver's until the callback
+        // has it. Clear the source's power marks before this queue's loop can
+        // see (and complete) it.
+        if (!r->word().compare_exchange_weak(w, (w & ~kPowerBits) | rs::kHandOver, std::memory_order_acq_rel,
+                                             std::memory_order_acquire))
+          continue;
+        if (w & rs::kStopNotified) source->power_ack_done();
         if (update(kD1, kQ1 + kI1, 0, 0, false)) enter_loop();
-        push_event(r, kEventCanceledOnQueue);
+        push_event(r, kEventCanceledOnQueue, rs::gen(w));
       } else {
         if (!r->word().compare_exchange_strong(w, rs::with_where(w & ~kPowerBits, rs::kCompleting),
                                                std::memory_order_acq_rel, std::memory_order_acquire))
@@ -423,12 +432,6 @@ Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w, bool* complete
         if (update(0, kQ1 + kI1, 0, 0, false)) enter_loop();
       }
       return Status::success;
-    }
-    if (rs::where(w) != rs::kOwned || rs::cancel_pending(w)) {
-      // The driver changed the request under us (a usage error it will see).
-      r->queue.store(source, std::memory_order_release);
-      if (update(0, kQ1 + kI1, 0, 0, false)) enter_loop();
-      return rs::cancel_pending(w) ? Status::usage_cancelable : Status::usage_not_owned;
     }
     if (r->word().compare_exchange_weak(w, rs::with_where(w & ~kPowerBits, rs::kQueued), std::memory_order_acq_rel,
                                         std::memory_order_acquire))
@@ -580,10 +583,10 @@ std::uint64_t QueueImpl::claim_popped(RequestImpl* r) noexcept {
       // made it driver-owned already.
       const std::uint64_t cw = w | rs::kCanceled;
       if ((w & rs::kPresented) && cfg_.on_canceled_on_queue != nullptr) {
-        if (!r->word().compare_exchange_weak(w, rs::with_where(cw, rs::kOwned),
+        if (!r->word().compare_exchange_weak(w, rs::with_where(cw, rs::kOwned) | rs::kHandOver,
                                              std::memory_order_acq_rel, std::memory_order_acquire))
           continue;
-        push_event(r, kEventCanceledOnQueue);
+        push_event(r, kEventCanceledOnQueue, rs::gen(w));
       } else {
         if (!r->word().compare_exchange_weak(w, rs::with_where(cw, rs::kCompleting),
                                              std::memory_order_acq_rel, std::memory_order_acquire))
@@ -649,8 +652,9 @@ void QueueImpl::finish_owned(RequestImpl* r, std::uint64_t w, Status status, std
 
 void QueueImpl::cancel_owned_as_queued(RequestImpl* r, std::uint64_t w) noexcept {
   if ((w & rs::kPresented) && cfg_.on_canceled_on_queue != nullptr) {
-    r->word().fetch_or(rs::kCanceled, std::memory_order_acq_rel);
-    push_event(r, kEventCanceledOnQueue);
+    // Handed over: the driver's handle is not its own until the callback.
+    r->word().fetch_or(rs::kCanceled | rs::kHandOver, std::memory_order_acq_rel);
+    push_event(r, kEventCanceledOnQueue, rs::gen(w));
   } else {
     complete_owned(r, w | rs::kCanceled, Status::cancelled);
   }
@@ -659,10 +663,11 @@ void QueueImpl::cancel_owned_as_queued(RequestImpl* r, std::uint64_t w) noexcept
 // ---------------------------------------------------------------------------
 // Events: cancel callbacks and canceled-on-queue callbacks, run from the loop
 
-void QueueImpl::push_event(RequestImpl* r, EventKind kind) noexcept {
+void QueueImpl::push_event(RequestImpl* r, EventKind kind, std::uint32_t gen) noexcept {
   {
     std::lock_guard lock(events_mu_);
     r->event_kind = kind;
+    r->event_gen = gen;
     r->event_next = nullptr;
     if (events_tail_) events_tail_->event_next = r; else events_head_ = r;
     events_tail_ = r;
@@ -670,7 +675,9 @@ void QueueImpl::push_event(RequestImpl* r, EventKind kind) noexcept {
   if (update(0, 0, kEvents, 0, false)) enter_loop();
 }
 
-void QueueImpl::schedule_cancel_callback(RequestImpl* r) noexcept { push_event(r, kEventCancelCallback); }
+void QueueImpl::schedule_cancel_callback(RequestImpl* r, std::uint32_t gen) noexcept {
+  push_event(r, kEventCancelCallback, gen);
+}
 
 void QueueImpl::run_events() noexcept {
   // Clear the flag first: an event pushed after this is either taken below or
@@ -692,6 +699,7 @@ void QueueImpl::run_events() noexcept {
   while (list != nullptr) {
     RequestImpl* r = list;
     list = r->event_next;
+    const std::uint32_t gen = r->event_gen;
     if (r->event_kind == kEventCancelCallback) {
       const CancelCallback cb = r->cancel_cb.load(std::memory_order_acquire);
       void* ctx = r->cancel_ctx.load(std::memory_order_acquire);
@@ -701,7 +709,8 @@ void QueueImpl::run_events() noexcept {
       // checks below only guard that invariant (never call on a stale handle).
       std::uint64_t w = r->word().load(std::memory_order_acquire);
       bool call = false;
-      while (rs::where(w) == rs::kOwned && (w & (rs::kCancelCb | rs::kCancelRan)) == rs::kCancelCb) {
+      while (rs::gen(w) == gen && rs::where(w) == rs::kOwned &&
+             (w & (rs::kCancelCb | rs::kCancelRan)) == rs::kCancelCb) {
         if (r->word().compare_exchange_weak(w, w | rs::kCancelRan, std::memory_order_acq_rel,
                                             std::memory_order_acquire)) {
           w |= rs::kCancelRan;
@@ -711,8 +720,22 @@ void QueueImpl::run_events() noexcept {
       }
       if (call && cb != nullptr) cb(Request(r->handle_for(w)), ctx);
     } else {
-      const std::uint64_t w = r->word().load(std::memory_order_acquire);
-      cfg_.on_canceled_on_queue(facade(), Request(r->handle_for(w)));
+      // The hand-over completes here: from now on the driver owns it (spec
+      // section 1, state 5) and may complete it. Until now its operations
+      // treated it as not owned, and nothing else moves a request on from
+      // kHandOver, so it is still the incarnation that was pushed; the checks
+      // only guard that invariant (never call with another request's handle).
+      std::uint64_t w = r->word().load(std::memory_order_acquire);
+      bool call = false;
+      while (rs::gen(w) == gen && rs::where(w) == rs::kOwned && (w & rs::kHandOver)) {
+        if (r->word().compare_exchange_weak(w, w & ~rs::kHandOver, std::memory_order_acq_rel,
+                                            std::memory_order_acquire)) {
+          w &= ~rs::kHandOver;
+          call = true;
+          break;
+        }
+      }
+      if (call) cfg_.on_canceled_on_queue(facade(), Request(r->handle_for(w)));
     }
   }
 }
@@ -734,10 +757,12 @@ RequestImpl* QueueImpl::take_all_queued_locked(bool only_canceled) noexcept {
       for (;;) {
         const std::uint64_t cw = w | rs::kCanceled;
         const bool to_driver = (w & rs::kPresented) && cfg_.on_canceled_on_queue != nullptr;
-        const std::uint64_t nw = rs::with_where(cw, to_driver ? rs::kOwned : rs::kCompleting);
+        const std::uint64_t nw = to_driver ? rs::with_where(cw, rs::kOwned) | rs::kHandOver
+                                           : rs::with_where(cw, rs::kCompleting);
         if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
           owned += to_driver;
           r->event_kind = to_driver ? kEventCanceledOnQueue : 0;
+          r->event_gen = rs::gen(w);
           break;
         }
       }
@@ -764,7 +789,7 @@ void QueueImpl::dispose_list(RequestImpl* list) noexcept {
     RequestImpl* r = list;
     list = r->event_next;
     if (r->event_kind == kEventCanceledOnQueue) {
-      push_event(r, kEventCanceledOnQueue);
+      push_event(r, kEventCanceledOnQueue, r->event_gen);
     } else {
       count(kCancelled);
       dev_.finish_packet(r, Status::cancelled, 0, 0);
@@ -784,7 +809,8 @@ void QueueImpl::cancel_queued(RequestImpl* r, std::uint32_t gen) noexcept {
     unlink_locked(r);
     for (;;) {
       to_driver = (w & rs::kPresented) && cfg_.on_canceled_on_queue != nullptr;
-      const std::uint64_t nw = rs::with_where(w | rs::kCanceled, to_driver ? rs::kOwned : rs::kCompleting);
+      const std::uint64_t nw = to_driver ? rs::with_where(w | rs::kCanceled, rs::kOwned) | rs::kHandOver
+                                         : rs::with_where(w | rs::kCanceled, rs::kCompleting);
       if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) break;
     }
     std::uint64_t s = st_.load(std::memory_order_relaxed);
@@ -805,7 +831,7 @@ void QueueImpl::cancel_queued(RequestImpl* r, std::uint32_t gen) noexcept {
     return;
   }
   if (to_driver) {
-    push_event(r, kEventCanceledOnQueue);
+    push_event(r, kEventCanceledOnQueue, gen);
   } else {
     count(kCancelled);
     dev_.finish_packet(r, Status::cancelled, 0, 0, /*return_reserved=*/false);
@@ -829,10 +855,12 @@ void QueueImpl::cleanup_file(FileHandle f) noexcept {
       bool to_driver;
       for (;;) {
         to_driver = (w & rs::kPresented) && cfg_.on_canceled_on_queue != nullptr;
-        const std::uint64_t nw = rs::with_where(w | rs::kCanceled, to_driver ? rs::kOwned : rs::kCompleting);
+        const std::uint64_t nw = to_driver ? rs::with_where(w | rs::kCanceled, rs::kOwned) | rs::kHandOver
+                                           : rs::with_where(w | rs::kCanceled, rs::kCompleting);
         if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) break;
       }
       r->event_kind = to_driver ? kEventCanceledOnQueue : 0;
+      r->event_gen = rs::gen(w);
       owned += to_driver;
       ++removed;
       r->event_next = nullptr;
@@ -860,7 +888,7 @@ void QueueImpl::cancel_cancelable_owned() noexcept {
     while ((w & rs::kCancelable) && rs::where(w) == rs::kOwned) {
       const std::uint64_t nw = (w & ~(rs::kCancelable | rs::kCancelRan)) | rs::kCanceled | rs::kCancelCb;
       if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
-        schedule_cancel_callback(r);
+        schedule_cancel_callback(r, rs::gen(nw));
         break;
       }
     }

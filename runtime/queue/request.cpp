@@ -26,7 +26,10 @@ Status check_owned(RequestImpl* r, std::uint64_t w, std::uint64_t handle, const 
     return d.usage(rs::gen(w) == hgen + 1 ? Status::usage_already_completed : Status::invalid_handle, op);
   }
   switch (rs::where(w)) {
-    case rs::kOwned: return Status::success;
+    case rs::kOwned:
+      // Not the driver's until its canceled-on-queue callback has it.
+      if (w & rs::kHandOver) [[unlikely]] return d.usage(Status::usage_not_owned, op);
+      return Status::success;
     case rs::kCompleting: return d.usage(Status::usage_already_completed, op);
     default: return d.usage(Status::usage_not_owned, op);
   }
@@ -179,26 +182,27 @@ Status mark(std::uint64_t handle, CancelCallback cb, void* ctx, bool ex) noexcep
       // scheduled afresh (kCancelRan cleared until the loop calls it).
       if (r->word().compare_exchange_weak(w, (w | rs::kCanceled | rs::kCancelCb) & ~rs::kCancelRan,
                                           std::memory_order_acq_rel, std::memory_order_acquire)) {
-        q->schedule_cancel_callback(r);
+        q->schedule_cancel_callback(r, rs::gen(w));
         return Status::success;
       }
       continue;
     }
     // release: publishes cancel_cb/cancel_ctx to a canceller that sees kCancelable.
-    if (r->word().compare_exchange_weak(w, w | rs::kCancelable, std::memory_order_acq_rel,
+    // seq_cst: purge and stop_and_purge set the latch, then scan for
+    // cancelable requests; a mark between their two steps is seen by neither
+    // unless it looks at the latch again. This compare-exchange and the latch
+    // load below are seq_cst, and the scan starts with a seq_cst fence: one
+    // of the two sides sees the other. (On x86 both are the plain
+    // instructions: lock cmpxchg and mov.)
+    if (r->word().compare_exchange_weak(w, w | rs::kCancelable, std::memory_order_seq_cst,
                                         std::memory_order_acquire)) {
-      // purge and stop_and_purge set the latch, then scan for cancelable
-      // requests; a mark between their two steps is seen by neither unless it
-      // looks at the latch again. The fences (here and at the scan) order
-      // each side's write before its read.
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (q->latch_set()) {
+      if (q->latch_set_seq_cst()) {
         w |= rs::kCancelable;
         const std::uint32_t gen = rs::gen(w);
         while (rs::gen(w) == gen && rs::where(w) == rs::kOwned && (w & rs::kCancelable)) {
           const std::uint64_t nw = (w & ~(rs::kCancelable | rs::kCancelRan)) | rs::kCanceled | rs::kCancelCb;
           if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
-            q->schedule_cancel_callback(r);
+            q->schedule_cancel_callback(r, gen);
             break;
           }
         }

@@ -87,6 +87,15 @@ inline constexpr std::uint64_t kAcked = 1ULL << 41;        // acknowledged witho
 // requeued or marked again. Before, kCancelCb without kCancelRan, it is still
 // marked cancelable for the driver (spec 4: "do not complete R outside it").
 inline constexpr std::uint64_t kCancelRan = 1ULL << 42;
+// Handed over to the canceled-on-queue callback, which has not been called yet
+// (spec section 1, state 4: canceled, driver not yet told). Set with kOwned
+// and kCanceled when a queue's cancel path hands the request over, cleared by
+// the loop just before the call. The request already counts as driver-owned
+// (D, power-down waits for it), but the driver's operations treat it as not
+// owned (usage_not_owned): until the callback has it, no handle the driver
+// holds is entitled to it, and nothing but the loop moves it on, so the
+// callback is called with the generation the hand-over captured.
+inline constexpr std::uint64_t kHandOver = 1ULL << 43;
 inline constexpr std::uint64_t kGenMask = 0xFFFFFFFFULL;
 
 constexpr Where where(std::uint64_t w) { return static_cast<Where>((w & kWhereMask) >> kWhereShift); }
