@@ -18,6 +18,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -83,7 +86,19 @@ void fill(unsigned char* p, std::size_t n, std::uint64_t seed) {
 
 // A device whose default parallel queue sends every request to the target in
 // the queue's context.
+//
+// The rig owns the packets and buffers its tests use, and destroys them last:
+// a test that fails part-way (an ASSERT returns early) never frees a packet or
+// a buffer while a request on it is still outstanding in the queue, the target
+// or the kernel. Before it lets anything go, every accepted request that has
+// not completed is cancelled and waited for; if some never complete, the rig
+// leaks them (and itself) instead of freeing memory under them.
 struct Rig {
+  // Declared first: destroyed after the device, the target and the runtime.
+  std::deque<Packets> packet_sets;
+  std::deque<std::unique_ptr<AlignedBuf>> buffers;
+  std::mutex accepted_mu;
+  std::vector<TrackedPacket*> accepted;  // packets submit() saw accepted
   std::unique_ptr<Runtime> rt;
   std::unique_ptr<Device> dev;
   std::unique_ptr<UringTarget> target;
@@ -115,8 +130,52 @@ struct Rig {
     q = test::make_queue(*dev, qc);
     return dev->start() == Status::success;
   }
+
+  // A set of packets that lives as long as the rig.
+  Packets& packets() { return packet_sets.emplace_back(); }
+  // An I/O buffer that lives as long as the rig.
+  AlignedBuf& buffer(std::size_t bytes) { return *buffers.emplace_back(std::make_unique<AlignedBuf>(bytes)); }
+  // Device::submit, remembering an accepted packet (any thread).
+  Status submit(TrackedPacket& t) {
+    const Status s = dev->submit(t.packet);
+    if (s == Status::pending) {
+      std::lock_guard lock(accepted_mu);
+      accepted.push_back(&t);
+    }
+    return s;
+  }
+  std::vector<TrackedPacket*> outstanding() {
+    std::lock_guard lock(accepted_mu);
+    std::vector<TrackedPacket*> out;
+    for (TrackedPacket* t : accepted)
+      if (!t->done()) out.push_back(t);
+    return out;
+  }
+
   ~Rig() {
-    if (dev) (void)dev->remove();
+    bool settled = true;
+    if (dev) {
+      if (const auto left = outstanding(); !left.empty()) {
+        ADD_FAILURE() << left.size() << " accepted requests had not completed at the end of the test: "
+                      << "cancelling them";
+        for (TrackedPacket* t : left) (void)dev->cancel(t->packet);
+        // Without reactors nobody polls here: what is left stays left.
+        settled = rt && rt->has_reactors() ? wait_until([&] { return outstanding().empty(); })
+                                           : outstanding().empty();
+      }
+      // remove() waits for the driver's requests: only once none is left.
+      if (settled) (void)dev->remove();
+    }
+    if (!settled) {
+      ADD_FAILURE() << outstanding().size()
+                    << " requests never completed, even cancelled: leaking the rig rather than freeing them";
+      (void)dev.release();
+      (void)target.release();
+      (void)rt.release();
+      (void)new std::deque<Packets>(std::move(packet_sets));
+      (void)new std::deque<std::unique_ptr<AlignedBuf>>(std::move(buffers));
+      return;
+    }
     dev.reset();
     target.reset();
     rt.reset();
@@ -146,11 +205,11 @@ void run_bit_exact(bool direct) {
     EXPECT_GE(rig.target->info().offset_align, 512u);
     EXPECT_EQ(rig.target->info().size, kBlocks * kBs);
   }
-  AlignedBuf data(kBlocks * kBs);
+  AlignedBuf& data = rig.buffer(kBlocks * kBs);
   fill(data.p, data.n, 42);
-  Packets writes;
+  Packets& writes = rig.packets();
   for (std::size_t b = 0; b < kBlocks; ++b)
-    ASSERT_EQ(rig.dev->submit(io(writes, RequestType::write, b * kBs, kBs, data.p + b * kBs).packet), Status::pending);
+    ASSERT_EQ(rig.submit(io(writes, RequestType::write, b * kBs, kBs, data.p + b * kBs)), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(writes); }));
   writes.expect_all_completed_once();
   for (std::size_t i = 0; i < writes.size(); ++i) {
@@ -162,10 +221,10 @@ void run_bit_exact(bool direct) {
   EXPECT_EQ(std::memcmp(disk.data(), data.p, data.n), 0);
 
   // And ioq reads it back the same.
-  AlignedBuf back(kBlocks * kBs);
-  Packets reads;
+  AlignedBuf& back = rig.buffer(kBlocks * kBs);
+  Packets& reads = rig.packets();
   for (std::size_t b = 0; b < kBlocks; ++b)
-    ASSERT_EQ(rig.dev->submit(io(reads, RequestType::read, b * kBs, kBs, back.p + b * kBs).packet), Status::pending);
+    ASSERT_EQ(rig.submit(io(reads, RequestType::read, b * kBs, kBs, back.p + b * kBs)), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(reads); }));
   reads.expect_all_completed_once();
   for (std::size_t i = 0; i < reads.size(); ++i) EXPECT_EQ(reads[i].status.load(), Status::success);
@@ -182,13 +241,13 @@ TEST(UringTarget, BufferedModeTakesAnyOffsetAndLength) {
   TempFile f(64 * 1024);
   Rig rig;
   ASSERT_TRUE(rig.make({.path = f.path, .direct = false}));
-  std::vector<unsigned char> data(1000);
-  fill(data.data(), data.size(), 7);
-  Packets ps;
-  ASSERT_EQ(rig.dev->submit(io(ps, RequestType::write, 123, 1000, data.data()).packet), Status::pending);
+  AlignedBuf& data = rig.buffer(1000);
+  fill(data.p, data.n, 7);
+  Packets& ps = rig.packets();
+  ASSERT_EQ(rig.submit(io(ps, RequestType::write, 123, 1000, data.p)), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(ps); }));
   EXPECT_EQ(ps[0].status.load(), Status::success);
-  EXPECT_EQ(f.pread_all(123, 1000), data);
+  EXPECT_EQ(f.pread_all(123, 1000), std::vector<unsigned char>(data.p, data.p + data.n));
 }
 
 TEST(UringTarget, MisalignedDirectRequestsAreRefusedNotMadeBuffered) {
@@ -197,15 +256,15 @@ TEST(UringTarget, MisalignedDirectRequestsAreRefusedNotMadeBuffered) {
   ASSERT_TRUE(rig.make({.path = f.path, .direct = true}));
   const std::uint32_t a = rig.target->info().offset_align;
   ASSERT_GE(a, 512u);
-  AlignedBuf buf(3 * 4096);
+  AlignedBuf& buf = rig.buffer(3 * 4096);
   fill(buf.p, buf.n, 1);
-  Packets ps;
-  ASSERT_EQ(rig.dev->submit(io(ps, RequestType::write, a / 2, 4096, buf.p).packet), Status::pending);  // offset
-  ASSERT_EQ(rig.dev->submit(io(ps, RequestType::write, 0, a + 100, buf.p).packet), Status::pending);   // length
+  Packets& ps = rig.packets();
+  ASSERT_EQ(rig.submit(io(ps, RequestType::write, a / 2, 4096, buf.p)), Status::pending);  // offset
+  ASSERT_EQ(rig.submit(io(ps, RequestType::write, 0, a + 100, buf.p)), Status::pending);   // length
   if (rig.target->info().mem_align > 1) {
-    ASSERT_EQ(rig.dev->submit(io(ps, RequestType::write, 0, 4096, buf.p + 1).packet), Status::pending);  // buffer
+    ASSERT_EQ(rig.submit(io(ps, RequestType::write, 0, 4096, buf.p + 1)), Status::pending);  // buffer
   }
-  ASSERT_EQ(rig.dev->submit(io(ps, RequestType::read, 1, 4096, buf.p).packet), Status::pending);
+  ASSERT_EQ(rig.submit(io(ps, RequestType::read, 1, 4096, buf.p)), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(ps); }));
   ps.expect_all_completed_once();
   for (std::size_t i = 0; i < ps.size(); ++i) EXPECT_EQ(ps[i].status.load(), Status::invalid_parameter) << i;
@@ -218,15 +277,15 @@ TEST(UringTarget, ReadAtOrPastTheEndIsEndOfFileAndACrossingReadIsShort) {
   TempFile f(8192 + 100);  // not a multiple of the block: buffered mode
   Rig rig;
   ASSERT_TRUE(rig.make({.path = f.path, .direct = false}));
-  std::vector<unsigned char> buf(4096);
-  Packets ps;
-  ASSERT_EQ(rig.dev->submit(io(ps, RequestType::read, 8192 + 100, 4096, buf.data()).packet), Status::pending);
-  ASSERT_EQ(rig.dev->submit(io(ps, RequestType::read, 1 << 20, 4096, buf.data()).packet), Status::pending);
+  AlignedBuf& buf = rig.buffer(4096);
+  Packets& ps = rig.packets();
+  ASSERT_EQ(rig.submit(io(ps, RequestType::read, 8192 + 100, 4096, buf.p)), Status::pending);
+  ASSERT_EQ(rig.submit(io(ps, RequestType::read, 1 << 20, 4096, buf.p)), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(ps); }));
   EXPECT_EQ(ps[0].status.load(), Status::end_of_file);
   EXPECT_EQ(ps[1].status.load(), Status::end_of_file);
-  Packets crossing;
-  ASSERT_EQ(rig.dev->submit(io(crossing, RequestType::read, 8192, 4096, buf.data()).packet), Status::pending);
+  Packets& crossing = rig.packets();
+  ASSERT_EQ(rig.submit(io(crossing, RequestType::read, 8192, 4096, buf.p)), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(crossing); }));
   EXPECT_EQ(crossing[0].status.load(), Status::success);
   EXPECT_EQ(crossing[0].information.load(), 100u) << "the bytes up to the end";
@@ -236,10 +295,10 @@ TEST(UringTarget, WritingAReadOnlyFileFailsWithItsErrno) {
   TempFile f(8192);
   Rig rig;
   ASSERT_TRUE(rig.make({.path = f.path, .direct = true, .writable = false}));
-  AlignedBuf buf(4096);
-  Packets ps;
-  ASSERT_EQ(rig.dev->submit(io(ps, RequestType::write, 0, 4096, buf.p).packet), Status::pending);
-  ASSERT_EQ(rig.dev->submit(io(ps, RequestType::read, 0, 4096, buf.p).packet), Status::pending);
+  AlignedBuf& buf = rig.buffer(4096);
+  Packets& ps = rig.packets();
+  ASSERT_EQ(rig.submit(io(ps, RequestType::write, 0, 4096, buf.p)), Status::pending);
+  ASSERT_EQ(rig.submit(io(ps, RequestType::read, 0, 4096, buf.p)), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(ps); }));
   EXPECT_EQ(ps[0].status.load(), Status::io_error);
   EXPECT_EQ(ps[0].packet.sys_errno, EBADF);
@@ -260,9 +319,9 @@ TEST(UringTarget, UnsupportedTypesAndMissingFilesGiveClearStatuses) {
   TempFile f(8192);
   Rig rig;
   ASSERT_TRUE(rig.make({.path = f.path}));
-  Packets ps;
+  Packets& ps = rig.packets();
   auto& ctl = ps.make(RequestType::device_control, 0, {}, 0x1234);
-  ASSERT_EQ(rig.dev->submit(ctl.packet), Status::pending);
+  ASSERT_EQ(rig.submit(ctl), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(ps); }));
   EXPECT_EQ(ctl.status.load(), Status::invalid_device_request);
 }
@@ -289,11 +348,11 @@ TEST(UringTarget, InjectedErrnoCompletesIoErrorAndEagainIsRetried) {
   Rig rig;
   ASSERT_TRUE(rig.make({.path = f.path, .depth = 1, .inject = &Injector::fn, .inject_ctx = &inj},
                        {.cores = 1}));
-  AlignedBuf buf(3 * 4096);
+  AlignedBuf& buf = rig.buffer(3 * 4096);
   fill(buf.p, buf.n, 9);
-  Packets ps;
-  ASSERT_EQ(rig.dev->submit(io(ps, RequestType::write, 0, 4096, buf.p).packet), Status::pending);
-  ASSERT_EQ(rig.dev->submit(io(ps, RequestType::write, 8192, 4096, buf.p + 4096).packet), Status::pending);
+  Packets& ps = rig.packets();
+  ASSERT_EQ(rig.submit(io(ps, RequestType::write, 0, 4096, buf.p)), Status::pending);
+  ASSERT_EQ(rig.submit(io(ps, RequestType::write, 8192, 4096, buf.p + 4096)), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(ps); }));
   EXPECT_EQ(ps[0].status.load(), Status::success) << "EAGAIN three times, then done";
   EXPECT_EQ(ps[1].status.load(), Status::io_error);
@@ -307,16 +366,16 @@ TEST(UringTarget, FlushDiscardAndWriteZeroes) {
   TempFile f(kSize);
   Rig rig;
   ASSERT_TRUE(rig.make({.path = f.path}));
-  AlignedBuf data(kSize);
+  AlignedBuf& data = rig.buffer(kSize);
   fill(data.p, data.n, 3);
-  Packets w;
-  ASSERT_EQ(rig.dev->submit(io(w, RequestType::write, 0, kSize, data.p).packet), Status::pending);
+  Packets& w = rig.packets();
+  ASSERT_EQ(rig.submit(io(w, RequestType::write, 0, kSize, data.p)), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(w); }));
   ASSERT_EQ(w[0].status.load(), Status::success);
-  Packets ops;
-  ASSERT_EQ(rig.dev->submit(io(ops, RequestType::discard, 4 * 4096, 4 * 4096, nullptr).packet), Status::pending);
-  ASSERT_EQ(rig.dev->submit(io(ops, RequestType::write_zeroes, 16 * 4096, 2 * 4096, nullptr).packet), Status::pending);
-  ASSERT_EQ(rig.dev->submit(io(ops, RequestType::flush, 0, 0, nullptr).packet), Status::pending);
+  Packets& ops = rig.packets();
+  ASSERT_EQ(rig.submit(io(ops, RequestType::discard, 4 * 4096, 4 * 4096, nullptr)), Status::pending);
+  ASSERT_EQ(rig.submit(io(ops, RequestType::write_zeroes, 16 * 4096, 2 * 4096, nullptr)), Status::pending);
+  ASSERT_EQ(rig.submit(io(ops, RequestType::flush, 0, 0, nullptr)), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(ops); }));
   for (std::size_t i = 0; i < ops.size(); ++i) EXPECT_EQ(ops[i].status.load(), Status::success) << i;
   const auto disk = f.pread_all(0, kSize);
@@ -334,10 +393,10 @@ TEST(UringTarget, AFullRingPushesBackInOrderAndNeverFails) {
   TempFile f(64 * kBs);
   Rig rig;
   ASSERT_TRUE(rig.make({.path = f.path, .depth = 4}, {.cores = 1}));
-  AlignedBuf buf(64 * kBs);
-  Packets ps;
+  AlignedBuf& buf = rig.buffer(64 * kBs);
+  Packets& ps = rig.packets();
   for (std::size_t i = 0; i < kReqs; ++i)
-    ASSERT_EQ(rig.dev->submit(io(ps, RequestType::read, (i % 64) * kBs, kBs, buf.p + (i % 64) * kBs).packet),
+    ASSERT_EQ(rig.submit(io(ps, RequestType::read, (i % 64) * kBs, kBs, buf.p + (i % 64) * kBs)),
               Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(ps); }));
   ps.expect_all_completed_once();
@@ -352,25 +411,41 @@ TEST(UringTarget, RegisteredFileAndFixedBuffers) {
   constexpr std::uint32_t kBufs = 16, kBs = 4096;
   TempFile f(kBufs * kBs);
   Rig rig;
-  // One core, served by the test thread itself (no reactor): the buffers of
-  // core 0 are the ones its sends can use as fixed buffers.
+  // One core, served by a thread of the test (no reactor): the buffers of
+  // core 0 are the ones its sends can use as fixed buffers. Not the test's
+  // main thread: a thread stays bound to the runtime after it is gone, and
+  // a later runtime at the same address would take it for its core 0.
   ASSERT_TRUE(rig.make({.path = f.path, .depth = 16, .fixed_buffers = kBufs, .buffer_bytes = kBs, .register_file = true},
                        {.cores = 1, .reactors = false}));
   const UringTargetInfo& info = rig.target->info();
   EXPECT_TRUE(info.registered_file) << info.fallback;
   EXPECT_TRUE(info.fixed_buffers || !info.fallback.empty()) << "fixed buffers, or a stated fallback";
-  rig.rt->bind_thread(0);
-  Packets ps;
-  for (std::uint32_t i = 0; i < kBufs; ++i) {
-    auto* b = static_cast<unsigned char*>(rig.target->buffer(0, i));
-    ASSERT_NE(b, nullptr);
-    fill(b, kBs, 100 + i);
-    ASSERT_EQ(rig.dev->submit(io(ps, RequestType::write, i * kBs, kBs, b).packet), Status::pending);
-  }
-  while (!all_done(ps)) {
-    rig.rt->poll(0);
-    rig.target->wait(0, 1000);
-  }
+  Packets& ps = rig.packets();
+  for (std::uint32_t i = 0; i < kBufs; ++i) ASSERT_NE(rig.target->buffer(0, i), nullptr);
+  std::thread server([&] {
+    rig.rt->bind_thread(0);
+    for (std::uint32_t i = 0; i < kBufs; ++i) {
+      auto* b = static_cast<unsigned char*>(rig.target->buffer(0, i));
+      fill(b, kBs, 100 + i);
+      EXPECT_EQ(rig.submit(io(ps, RequestType::write, i * kBs, kBs, b)), Status::pending);
+    }
+    // The rig cannot settle this one (nobody polls after this thread): a
+    // request that is late is cancelled here, and polled until it is done.
+    auto serve_until = [&](std::chrono::steady_clock::time_point deadline) {
+      while (!rig.outstanding().empty() && std::chrono::steady_clock::now() < deadline) {
+        rig.rt->poll(0);
+        rig.target->wait(0, 1000);
+      }
+      return rig.outstanding().empty();
+    };
+    if (!serve_until(std::chrono::steady_clock::now() + 20s)) {
+      ADD_FAILURE() << "writes still outstanding after 20 s: cancelling them";
+      for (TrackedPacket* t : rig.outstanding()) (void)rig.dev->cancel(t->packet);
+      (void)serve_until(std::chrono::steady_clock::now() + 20s);
+    }
+  });
+  server.join();
+  ASSERT_TRUE(all_done(ps));
   for (std::uint32_t i = 0; i < kBufs; ++i) {
     EXPECT_EQ(ps[i].status.load(), Status::success);
     auto* b = static_cast<unsigned char*>(rig.target->buffer(0, i));
@@ -379,6 +454,32 @@ TEST(UringTarget, RegisteredFileAndFixedBuffers) {
   EXPECT_EQ(rig.target->buffer(0, kBufs), nullptr);
   EXPECT_EQ(rig.target->buffer(1, 0), nullptr);
   EXPECT_GT(rig.target->counters(0).submit_calls, 0u);
+}
+
+// A thread that claims a reactor's core without being its reactor - as the
+// test's main thread did after bind_thread on a runtime since destroyed, when
+// the next runtime reused its address - must not touch that core's ring: the
+// reactor polls it meanwhile, and with SINGLE_ISSUER a ring enabled by the
+// wrong thread never completes anything for the reactor again.
+TEST(UringTarget, AThreadThatOnlyClaimsAReactorsCoreLeavesItsRingAlone) {
+  constexpr std::size_t kBs = 4096, kReqs = 64;
+  TempFile f(kReqs * kBs);
+  Rig rig;
+  ASSERT_TRUE(rig.make({.path = f.path, .depth = 8}, {.cores = 1}));
+  AlignedBuf& buf = rig.buffer(kReqs * kBs);
+  Packets& ps = rig.packets();
+  std::thread impostor([&] {
+    rig.rt->bind_thread(0);  // core 0 has a reactor: this binding is stale
+    for (std::size_t i = 0; i < kReqs; ++i)
+      EXPECT_EQ(rig.submit(io(ps, RequestType::read, i * kBs, kBs, buf.p + i * kBs)), Status::pending);
+    // It never polls: everything must complete through the reactor.
+    EXPECT_TRUE(wait_until([&] { return all_done(ps); }));
+  });
+  impostor.join();
+  ASSERT_TRUE(all_done(ps));
+  ps.expect_all_completed_once();
+  for (std::size_t i = 0; i < ps.size(); ++i) EXPECT_EQ(ps[i].status.load(), Status::success) << i;
+  EXPECT_EQ(rig.target->counters(0).completed, kReqs);
 }
 
 // Submitters, cancellers and a controller that stops, purges and restarts the
@@ -390,8 +491,9 @@ TEST(UringTarget, CancelAndStopStormLosesNothing) {
   TempFile f(kBlocks * kBs);
   Rig rig;
   ASSERT_TRUE(rig.make({.path = f.path, .direct = true, .depth = 16}));
-  AlignedBuf buf(kBlocks * kBs);
-  std::vector<Packets> per(kThreads);
+  AlignedBuf& buf = rig.buffer(kBlocks * kBs);
+  std::vector<Packets*> per;
+  for (int t = 0; t < kThreads; ++t) per.push_back(&rig.packets());
   std::atomic<bool> stop{false};
   std::atomic<int> submitted{0}, refused{0};
   std::thread controller([&] {
@@ -409,11 +511,11 @@ TEST(UringTarget, CancelAndStopStormLosesNothing) {
   for (int t = 0; t < kThreads; ++t) {
     ts.emplace_back([&, t] {
       std::mt19937 g(static_cast<unsigned>(t));
-      Packets& ps = per[static_cast<std::size_t>(t)];
+      Packets& ps = *per[static_cast<std::size_t>(t)];
       for (int i = 0; i < kEach; ++i) {
         const std::size_t b = g() % kBlocks;
         auto& p = io(ps, (g() & 1) != 0 ? RequestType::read : RequestType::write, b * kBs, kBs, buf.p + b * kBs);
-        const Status s = rig.dev->submit(p.packet);
+        const Status s = rig.submit(p);
         if (s == Status::pending) {
           submitted.fetch_add(1);
           if (g() % 3 == 0) (void)rig.dev->cancel(p.packet);
@@ -442,9 +544,10 @@ TEST(UringTarget, CancelAndStopStormLosesNothing) {
     }
     return out;
   };
-  for (auto& ps : per) ASSERT_TRUE(wait_until([&] { return all_done(ps); })) << dump();
+  for (Packets* ps : per) ASSERT_TRUE(wait_until([&] { return all_done(*ps); })) << dump();
   std::size_t ok = 0, cancelled = 0;
-  for (auto& ps : per) {
+  for (Packets* pp : per) {
+    Packets& ps = *pp;
     ps.expect_all_completed_once();
     for (std::size_t i = 0; i < ps.size(); ++i) {
       const Status s = ps[i].status.load();
@@ -472,8 +575,8 @@ TEST(UringTarget, InFlightRequestsAreCancelledWithAsyncCancelExactlyOnce) {
   // Each request is a 30 s kernel timer: only a cancel ends it in time.
   Rig rig;
   ASSERT_TRUE(rig.make({.path = {}, .depth = 8, .nop = true, .nop_delay_us = 30'000'000}));
-  Packets ps;
-  for (int i = 0; i < 20; ++i) ASSERT_EQ(rig.dev->submit(ps.make(RequestType::read, 512).packet), Status::pending);
+  Packets& ps = rig.packets();
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(rig.submit(ps.make(RequestType::read, 512)), Status::pending);
   // 8 in flight on core 0 (sends from this thread go there), 12 waiting.
   ASSERT_TRUE(wait_until([&] { return rig.target->in_flight(0) == 8; }));
   // Cancel the odd ones first: the even ones must stay in flight.
@@ -497,10 +600,10 @@ TEST(UringTarget, SuspendWaitsForInFlightIoAndRemoveFinishesTheRest) {
   TempFile f(256 * kBs);
   Rig rig;
   ASSERT_TRUE(rig.make({.path = f.path, .depth = 8}));
-  AlignedBuf buf(256 * kBs);
-  Packets ps;
+  AlignedBuf& buf = rig.buffer(256 * kBs);
+  Packets& ps = rig.packets();
   for (std::size_t i = 0; i < 256; ++i)
-    ASSERT_EQ(rig.dev->submit(io(ps, RequestType::read, i * kBs, kBs, buf.p + i * kBs).packet), Status::pending);
+    ASSERT_EQ(rig.submit(io(ps, RequestType::read, i * kBs, kBs, buf.p + i * kBs)), Status::pending);
   ASSERT_EQ(rig.dev->suspend(), Status::success);
   // Suspend returns once the driver owns nothing: in-flight I/O has finished.
   EXPECT_EQ(rig.q->get_state().driver_owned, 0u);
@@ -518,8 +621,8 @@ TEST(UringTarget, SuspendWaitsForInFlightIoAndRemoveFinishesTheRest) {
 TEST(UringTarget, NopModeRunsTheWholePathWithoutTheDevice) {
   Rig rig;
   ASSERT_TRUE(rig.make({.path = {}, .nop = true}));
-  Packets ps;
-  for (int i = 0; i < 1000; ++i) ASSERT_EQ(rig.dev->submit(ps.make(RequestType::read, 512).packet), Status::pending);
+  Packets& ps = rig.packets();
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(rig.submit(ps.make(RequestType::read, 512)), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(ps); }));
   ps.expect_all_completed_once();
   for (std::size_t i = 0; i < ps.size(); ++i) {
@@ -532,11 +635,11 @@ TEST(UringTarget, ACompletionWakesAParkedReactor) {
   TempFile f(4096 * 4);
   Rig rig;
   ASSERT_TRUE(rig.make({.path = f.path}, {.cores = 1, .spin_us = 1}));
-  AlignedBuf buf(4096);
+  AlignedBuf& buf = rig.buffer(4096);
   for (int round = 0; round < 50; ++round) {
-    Packets ps;
-    ASSERT_EQ(rig.dev->submit(io(ps, RequestType::flush, 0, 0, nullptr).packet), Status::pending);
-    ASSERT_EQ(rig.dev->submit(io(ps, RequestType::read, 0, 4096, buf.p).packet), Status::pending);
+    Packets& ps = rig.packets();
+    ASSERT_EQ(rig.submit(io(ps, RequestType::flush, 0, 0, nullptr)), Status::pending);
+    ASSERT_EQ(rig.submit(io(ps, RequestType::read, 0, 4096, buf.p)), Status::pending);
     ASSERT_TRUE(wait_until([&] { return all_done(ps); }, 5s)) << "round " << round;
   }
   EXPECT_GT(rig.rt->core_counters(0).parks, 0u) << "the reactor parked between rounds";
@@ -611,19 +714,19 @@ TEST_P(UringLoopDevice, AlignmentFromTheDeviceDataBitExactEndOfDevice) {
   EXPECT_LT(::open(loop.dev.c_str(), O_RDWR | O_EXCL), 0);
 
   constexpr std::size_t kSpan = 256 * 1024;
-  AlignedBuf data(kSpan);
+  AlignedBuf& data = rig.buffer(kSpan);
   fill(data.p, data.n, sector);
-  Packets w;
+  Packets& w = rig.packets();
   for (std::size_t off = 0; off < kSpan; off += sector)
-    ASSERT_EQ(rig.dev->submit(io(w, RequestType::write, off, sector, data.p + off).packet), Status::pending);
+    ASSERT_EQ(rig.submit(io(w, RequestType::write, off, sector, data.p + off)), Status::pending);
   // One sector's misalignment on a 4096 device, a half sector on a 512 one.
   auto& bad = io(w, RequestType::write, sector / 2, sector, data.p);
-  ASSERT_EQ(rig.dev->submit(bad.packet), Status::pending);
+  ASSERT_EQ(rig.submit(bad), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(w); }));
   for (std::size_t i = 0; i + 1 < w.size(); ++i) ASSERT_EQ(w[i].status.load(), Status::success) << i;
   EXPECT_EQ(bad.status.load(), Status::invalid_parameter);
-  Packets fl;
-  ASSERT_EQ(rig.dev->submit(io(fl, RequestType::flush, 0, 0, nullptr).packet), Status::pending);
+  Packets& fl = rig.packets();
+  ASSERT_EQ(rig.submit(io(fl, RequestType::flush, 0, 0, nullptr)), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(fl); }));
   EXPECT_EQ(fl[0].status.load(), Status::success);
   // The device through an independent reader (the backing file, after the flush).
@@ -635,18 +738,18 @@ TEST_P(UringLoopDevice, AlignmentFromTheDeviceDataBitExactEndOfDevice) {
   EXPECT_EQ(std::memcmp(disk.data(), data.p, kSpan), 0);
 
   // Reading at the end of the device: end_of_file.
-  AlignedBuf back(sector);
-  Packets eof;
-  ASSERT_EQ(rig.dev->submit(io(eof, RequestType::read, kSize, sector, back.p).packet), Status::pending);
+  AlignedBuf& back = rig.buffer(sector);
+  Packets& eof = rig.packets();
+  ASSERT_EQ(rig.submit(io(eof, RequestType::read, kSize, sector, back.p)), Status::pending);
   // Discard of the first 64 KiB: it reads back as zeros.
-  ASSERT_EQ(rig.dev->submit(io(eof, RequestType::discard, 0, 65536, nullptr).packet), Status::pending);
+  ASSERT_EQ(rig.submit(io(eof, RequestType::discard, 0, 65536, nullptr)), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(eof); }));
   EXPECT_EQ(eof[0].status.load(), Status::end_of_file);
   EXPECT_EQ(eof[1].status.load(), Status::success);
-  AlignedBuf z(65536);
+  AlignedBuf& z = rig.buffer(65536);
   fill(z.p, z.n, 5);
-  Packets rz;
-  ASSERT_EQ(rig.dev->submit(io(rz, RequestType::read, 0, 65536, z.p).packet), Status::pending);
+  Packets& rz = rig.packets();
+  ASSERT_EQ(rig.submit(io(rz, RequestType::read, 0, 65536, z.p)), Status::pending);
   ASSERT_TRUE(wait_until([&] { return all_done(rz); }));
   EXPECT_EQ(rz[0].status.load(), Status::success);
   for (std::size_t i = 0; i < 65536; ++i) ASSERT_EQ(z.p[i], 0) << "discarded byte " << i;

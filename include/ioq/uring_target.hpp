@@ -52,7 +52,15 @@
 // Threads
 //   send() from any thread: a thread serving a core uses that core's ring; a
 //   thread serving none hands the request to core 0 through its mailbox. The
-//   runtime must be polled (reactors, or the application's poll()).
+//   runtime must be polled (reactors, or the application's poll()). With
+//   reactors, only core k's reactor thread is taken to serve core k: any other
+//   thread (one bound with bind_thread, maybe to a runtime since destroyed)
+//   hands its requests to core 0, and its poll() or wait() of a core leaves
+//   the ring alone. Without reactors, the thread bound to a core is trusted
+//   and must be the only one to serve it.
+//   The destructor takes the target out of the runtime's pollers; with
+//   reactors it then waits for every reactor to pass a poll iteration, and
+//   without, no thread may be inside poll() while it runs.
 //
 // Memory ordering
 //   The kernel's ring protocol orders the buffer contents; completion then
@@ -130,7 +138,8 @@ class UringTarget final : public Target {
   [[nodiscard]] void* buffer(std::uint32_t core, std::uint32_t index) const noexcept;
   // For an application loop with nothing else to do: blocks the calling
   // thread (serving `core`) until the ring has a completion or timeout_us
-  // passes; the next poll reaps it. Returns at once when nothing is in flight.
+  // passes (0: no time limit); the next poll reaps it. Returns at once when
+  // nothing is in flight.
   void wait(std::uint32_t core, std::uint32_t timeout_us) noexcept;
   [[nodiscard]] std::uint32_t in_flight(std::uint32_t core) const noexcept;
   [[nodiscard]] UringCounters counters(std::uint32_t core) const noexcept;

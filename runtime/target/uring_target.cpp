@@ -29,6 +29,7 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include <ioq/packet.hpp>
@@ -90,6 +91,10 @@ struct UringTarget::Impl {
   struct alignas(detail::kCacheLine) Ring {
     Impl* owner = nullptr;
     std::uint32_t core = 0;
+    // With reactors: the reactor thread of `core`, the only thread that may
+    // touch this ring (set by create, read-only after). Without: unset, and
+    // the thread the application bound to the core is trusted.
+    std::thread::id server{};
     io_uring ring{};
     bool created = false;
     bool enabled = false;
@@ -142,6 +147,10 @@ struct UringTarget::Impl {
   void start(Ring& r, Request rq) noexcept;
   void pump(Ring& r) noexcept;
   void enqueue(Ring& r, RequestImpl* ri) noexcept;
+  // The calling thread may touch r (it is the core's server, or no server is known).
+  static bool serves(const Ring& r) noexcept {
+    return r.server == std::thread::id{} || r.server == std::this_thread::get_id();
+  }
   static void wait_cancel_cb(Request rq, void* ctx) noexcept;
   static void wait_cancel_run(Task& t) noexcept;
   void issue(Op& op) noexcept;
@@ -376,6 +385,7 @@ Result<std::unique_ptr<UringTarget>> UringTarget::create(Runtime& runtime, const
     r.core = c;
     r.wait_cancel_task.ring = &r;
     r.wait_cancel_task.run = &Impl::wait_cancel_run;
+    if (runtime.has_reactors()) r.server = im.rti->cores[c]->thread.get_id();
     const Status s = im.create_ring(r);
     if (s != Status::success) return fail(s, "uring: io_uring set-up failed");
   }
@@ -561,7 +571,12 @@ Status UringTarget::send(Request request) noexcept {
   RequestImpl* ri = impl_of(request);
   if (ri == nullptr || request.validate() != Status::success) return Status::invalid_handle;
   const std::uint32_t core = im.rti->core_of_calling_thread();
-  if (core == kNoCore || core >= im.rings.size()) {
+  // A thread that claims a core but is not its reactor (a binding left over
+  // from bind_thread on a runtime since destroyed, whose Impl's address the
+  // new one reuses) is a foreign thread: touching the ring from it would race
+  // the reactor, and with SINGLE_ISSUER enabling it there would take the
+  // ring away from the reactor for good.
+  if (core == kNoCore || core >= im.rings.size() || !Impl::serves(*im.rings[core])) {
     {
       std::lock_guard lock(im.foreign_mu);
       append(im.foreign_head, im.foreign_tail, ri);
@@ -824,7 +839,7 @@ std::size_t UringTarget::Impl::poll(Ring& r) noexcept {
 
 std::size_t UringTarget::Impl::poll_fn(void* ctx, std::uint32_t core) noexcept {
   auto& im = *static_cast<Impl*>(ctx);
-  if (core >= im.rings.size()) return 0;
+  if (core >= im.rings.size() || !serves(*im.rings[core])) return 0;
   return im.poll(*im.rings[core]);
 }
 
@@ -840,14 +855,17 @@ void* UringTarget::buffer(std::uint32_t core, std::uint32_t index) const noexcep
 void UringTarget::wait(std::uint32_t core, std::uint32_t timeout_us) noexcept {
   if (core >= impl_->rings.size()) return;
   Impl::Ring& r = *impl_->rings[core];
-  if (!r.enabled || r.in_flight.load(std::memory_order_relaxed) == 0) return;
+  if (!Impl::serves(r) || !r.enabled || r.in_flight.load(std::memory_order_relaxed) == 0) return;
   __kernel_timespec ts{};
   ts.tv_sec = timeout_us / 1000000;
   ts.tv_nsec = static_cast<long long>(timeout_us % 1000000) * 1000;
   io_uring_cqe* cqe = nullptr;
   bump(r.submit_calls);
   const unsigned pending = io_uring_sq_ready(&r.ring);
-  const int n = io_uring_submit_and_wait_timeout(&r.ring, &cqe, 1, &ts, nullptr);
+  // No timeout: no timer to arm (in a virtual machine, arming one costs an
+  // exit to the hypervisor on every wait).
+  const int n = timeout_us == 0 ? io_uring_submit_and_wait(&r.ring, 1)
+                                : io_uring_submit_and_wait_timeout(&r.ring, &cqe, 1, &ts, nullptr);
   if (n > 0 && pending != 0) bump(r.submitted, static_cast<std::uint64_t>(n));
 }
 
