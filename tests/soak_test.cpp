@@ -85,6 +85,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <string_view>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -1247,10 +1248,18 @@ TEST_P(SoakTest, ExactlyOnceLegalStatusesFifoNoLeaks) {
   g = nullptr;
 }
 
+// Every execution mode with every target, except the io_uring target without
+// a runtime (it has one ring per runtime core, so it needs one).
+std::vector<std::tuple<Exec, std::size_t>> soak_variants() {
+  std::vector<std::tuple<Exec, std::size_t>> v;
+  for (Exec e : {Exec::none, Exec::reactors, Exec::app_poll})
+    for (std::size_t t = 0; t < target_kinds().size(); ++t)
+      if (e != Exec::none || std::string_view(target_kinds()[t].name) != "uring") v.emplace_back(e, t);
+  return v;
+}
+
 INSTANTIATE_TEST_SUITE_P(
-    Variants, SoakTest,
-    ::testing::Combine(::testing::Values(Exec::none, Exec::reactors, Exec::app_poll),
-                       ::testing::Range<std::size_t>(0, target_kinds().size())),
+    Variants, SoakTest, ::testing::ValuesIn(soak_variants()),
     [](const auto& param_info) {
       return std::string(exec_name(std::get<0>(param_info.param))) + "_" +
              target_kinds()[std::get<1>(param_info.param)].name;

@@ -81,9 +81,14 @@ class Runtime {
   void post(std::uint32_t core, Task& task) noexcept;
   // One poll iteration of `core` on the calling thread. Returns work done.
   std::size_t poll(std::uint32_t core) noexcept;
-  // Makes the calling thread the one serving `core` (no-reactor mode).
+  // Makes the calling thread the one serving `core` (no-reactor mode). The
+  // binding ends with unbind_thread, another bind_thread, or the runtime's
+  // destruction on this thread; a binding to a destroyed runtime never
+  // counts for another one.
   void bind_thread(std::uint32_t core) noexcept;
-  // The core the calling thread serves, or kNoCore.
+  static void unbind_thread() noexcept;
+  // The core the calling thread was last bound to or serves as a reactor
+  // (of whichever runtime), or kNoCore.
   [[nodiscard]] static std::uint32_t current_core() noexcept;
   // Wakes a parked reactor (a poller with new work calls it).
   void wake(std::uint32_t core) noexcept;

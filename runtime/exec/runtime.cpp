@@ -21,7 +21,10 @@ namespace ioq {
 
 namespace {
 
-thread_local const Runtime::Impl* t_runtime = nullptr;
+// The runtime a thread serves, by id, never by address: a runtime destroyed
+// and another created at the same address must not inherit old bindings.
+std::atomic<std::uint64_t> g_next_runtime_id{1};
+thread_local std::uint64_t t_runtime = 0;
 thread_local std::uint32_t t_core = kNoCore;
 
 std::uint64_t now_ns() noexcept {
@@ -37,7 +40,7 @@ void bump(std::atomic<std::uint64_t>& c) noexcept {  // single writer: the core'
 }  // namespace
 
 std::uint32_t Runtime::Impl::core_of_calling_thread() const noexcept {
-  return t_runtime == this ? t_core : kNoCore;
+  return t_runtime == id ? t_core : kNoCore;
 }
 
 // ---- the mailbox: Dmitry Vyukov's intrusive MPSC queue ----
@@ -101,6 +104,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config) {
   rt->impl_ = std::make_unique<Impl>();
   Impl& im = *rt->impl_;
   im.cfg = config;
+  im.id = g_next_runtime_id.fetch_add(1, std::memory_order_relaxed);
   im.cores.reserve(n);
   for (std::uint32_t i = 0; i < n; ++i) {
     auto core = std::make_unique<Impl::Core>();
@@ -121,6 +125,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config) {
 
 Runtime::~Runtime() {
   if (!impl_) return;
+  if (t_runtime == impl_->id) unbind_thread();
   impl_->stopping.store(true, std::memory_order_seq_cst);
   for (auto& core : impl_->cores) {
     core->sleeping.store(0, std::memory_order_seq_cst);
@@ -133,7 +138,7 @@ Runtime::~Runtime() {
 }
 
 void Runtime::Impl::reactor(Core& core) noexcept {
-  t_runtime = this;
+  t_runtime = id;
   t_core = core.index;
   if (cfg.pin) {
     cpu_set_t set;
@@ -213,8 +218,13 @@ void Runtime::post(std::uint32_t core, Task& task) noexcept {
 std::size_t Runtime::poll(std::uint32_t core) noexcept { return impl_->poll(*impl_->cores[core]); }
 
 void Runtime::bind_thread(std::uint32_t core) noexcept {
-  t_runtime = impl_.get();
+  t_runtime = impl_->id;
   t_core = core;
+}
+
+void Runtime::unbind_thread() noexcept {
+  t_runtime = 0;
+  t_core = kNoCore;
 }
 
 std::uint32_t Runtime::current_core() noexcept { return t_core; }

@@ -45,6 +45,7 @@ struct Runtime::Impl {
   std::uint32_t core_of_calling_thread() const noexcept;
 
   RuntimeConfig cfg;
+  std::uint64_t id = 0;  // unique per process (thread bindings name it)
   std::vector<std::unique_ptr<Core>> cores;
   std::array<PollerSlot, 16> pollers{};
   std::atomic<std::uint32_t> poller_count{0};  // slots [0, count) may be in use

@@ -74,8 +74,8 @@ Status DeviceImpl::usage(Status s, const char* what) noexcept {
 
 void DeviceImpl::finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err,
                                bool return_reserved) noexcept {
-  Packet* p = r->packet;
-  r->packet = nullptr;
+  Packet* p = r->packet.load(std::memory_order_relaxed);
+  r->packet.store(nullptr, std::memory_order_relaxed);
   // What a submitter sees for the framework's busy/paused codes.
   if (status == Status::wdf_paused || status == Status::wdf_busy) status = Status::device_busy;
   p->status = status;
@@ -251,7 +251,7 @@ QueueImpl* DeviceImpl::route(Packet& p) noexcept {
 
 RequestImpl* DeviceImpl::bind(const Slab::Allocation& a, Packet& p) noexcept {
   auto* r = static_cast<RequestImpl*>(a.object);
-  r->packet = &p;
+  r->packet.store(&p, std::memory_order_relaxed);
   r->queue.store(nullptr, std::memory_order_relaxed);
   r->cancel_cb.store(nullptr, std::memory_order_relaxed);
   r->in_fifo = false;
@@ -276,7 +276,7 @@ Status DeviceImpl::submit_impl(Packet& p) noexcept {
       return Status::pending;
     }
     // The driver refused resources for it: as if allocation had failed.
-    r->packet = nullptr;
+    r->packet.store(nullptr, std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(p.request).store(0, std::memory_order_relaxed);
     slab_->release_owned(r->index);
   }
@@ -308,7 +308,7 @@ Status DeviceImpl::submit_batch_impl(Packet* const* packets, std::size_t n) noex
     const Slab::Allocation a = slab_->allocate();
     RequestImpl* r = a.status == Status::success ? bind(a, p) : nullptr;
     if (r != nullptr && !q->fp_allocate_request_resources(r)) {
-      r->packet = nullptr;
+      r->packet.store(nullptr, std::memory_order_relaxed);
       std::atomic_ref<std::uint64_t>(p.request).store(0, std::memory_order_relaxed);
       slab_->release_owned(r->index);
       r = nullptr;
@@ -347,7 +347,10 @@ Status DeviceImpl::cancel_impl(std::uint64_t handle) noexcept {
         // seq_cst: pairs with the inserter's re-check (see QueueImpl::recheck_canceled).
         if (r->word().compare_exchange_weak(w, w | rs::kCanceled, std::memory_order_seq_cst,
                                             std::memory_order_acquire)) {
-          r->queue.load(std::memory_order_acquire)->cancel_queued(r, hgen);
+          // The request may have left the queue meanwhile (whoever took it
+          // saw kCanceled), even been completed and its slot rebound with no
+          // queue yet: cancel_queued tolerates a queue that no longer holds it.
+          if (QueueImpl* q = r->queue.load(std::memory_order_acquire); q != nullptr) q->cancel_queued(r, hgen);
           return Status::success;
         }
         continue;

@@ -115,7 +115,7 @@ namespace {
 // Binds free reserved request r to packet p (r has just left the free list).
 void bind(FP& f, RequestImpl* r, Packet& p) noexcept {
   const Handle h = f.slab->claim(r->index);
-  r->packet = &p;
+  r->packet.store(&p, std::memory_order_relaxed);
   r->queue.store(nullptr, std::memory_order_relaxed);
   r->cancel_cb.store(nullptr, std::memory_order_relaxed);
   r->in_fifo = false;

@@ -48,7 +48,9 @@ class DeviceImpl;
 
 // The runtime object in each slab slot.
 struct RequestImpl {
-  Packet* packet = nullptr;
+  // Relaxed: the driver reads it while it owns the request; a getter called
+  // on a request it does not own reads a stale or null pointer, never a torn one.
+  std::atomic<Packet*> packet{nullptr};
   DeviceImpl* device = nullptr;
   Slab* slab = nullptr;
   std::uint32_t index = 0;
@@ -438,6 +440,18 @@ inline void DeviceImpl::return_reserved(RequestImpl* r) noexcept {
   if (QueueImpl* owner = r->reserved_owner; owner != nullptr) [[unlikely]]
     owner->fp_return(r);
 }
+
+// For targets inside ioq, which mark each request cancelable while it is in
+// flight: unmark_cancelable then complete in one step. claim_cancelable takes
+// a request marked cancelable whose cancel callback has not been scheduled
+// and makes it completing (false: the callback has won, or the handle is not
+// the caller's: nothing changed); complete_claimed then completes it.
+struct Claimed {
+  RequestImpl* r = nullptr;
+  std::uint64_t w = 0;
+};
+[[nodiscard]] bool claim_cancelable(Request request, Claimed& out) noexcept;
+void complete_claimed(const Claimed& c, Status status, std::uint64_t information, std::int32_t err) noexcept;
 
 inline QueueImpl& impl(Queue& q) noexcept { return static_cast<QueueImpl&>(q); }
 inline const QueueImpl& impl(const Queue& q) noexcept { return static_cast<const QueueImpl&>(q); }

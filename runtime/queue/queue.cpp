@@ -605,7 +605,7 @@ std::uint64_t QueueImpl::claim_popped(RequestImpl* r) noexcept {
 }
 
 bool QueueImpl::complete_zero_length(RequestImpl* r, std::uint64_t w) noexcept {
-  const Packet* p = r->packet;
+  const Packet* p = r->packet.load(std::memory_order_relaxed);
   if (cfg_.allow_zero_length || p->length != 0 ||
       (p->type != RequestType::read && p->type != RequestType::write))
     return false;
@@ -617,7 +617,7 @@ void QueueImpl::present(RequestImpl* r, std::uint64_t w) noexcept {
   count(kPresented);
   if (complete_zero_length(r, w)) return;
   IoHandler h = nullptr;
-  switch (r->packet->type) {
+  switch (r->packet.load(std::memory_order_relaxed)->type) {
     case RequestType::read: h = cfg_.on_read; break;
     case RequestType::write: h = cfg_.on_write; break;
     case RequestType::device_control: h = cfg_.on_device_control; break;
@@ -849,7 +849,7 @@ void QueueImpl::cleanup_file(FileHandle f) noexcept {
   std::uint32_t removed = 0, owned = 0;
   for (RequestImpl* r = fifo_head_; r != nullptr;) {
     RequestImpl* next = r->next;
-    if (r->packet->file == f) {
+    if (r->packet.load(std::memory_order_relaxed)->file == f) {
       unlink_locked(r);
       std::uint64_t w = r->word().load(std::memory_order_acquire);
       bool to_driver;
@@ -1145,7 +1145,7 @@ Status QueueImpl::retrieve_impl(FileHandle file, bool by_file, Request& out) noe
       take_token();
       drain_inbox_locked();
       for (RequestImpl* c = fifo_head_; c != nullptr; c = c->next) {
-        if (c->packet->file == file) {
+        if (c->packet.load(std::memory_order_relaxed)->file == file) {
           r = c;
           break;
         }
@@ -1189,7 +1189,7 @@ Status QueueImpl::find_impl(Request after, FileHandle file, Request& out) noexce
   for (RequestImpl* r = start; r != nullptr; r = r->next) {
     const std::uint64_t w = r->word().load(std::memory_order_acquire);
     if (w & rs::kCanceled) continue;
-    if (!file || r->packet->file == file) {
+    if (!file || r->packet.load(std::memory_order_relaxed)->file == file) {
       out = Request(r->handle_for(w));
       release_token();
       return Status::success;

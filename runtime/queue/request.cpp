@@ -236,6 +236,24 @@ Status Request::unmark_cancelable() const noexcept {
   }
 }
 
+bool detail::claim_cancelable(Request request, Claimed& out) noexcept {
+  std::uint64_t w = 0;
+  RequestImpl* r = detail::lookup(request.handle(), w);
+  for (;;) {
+    if (check_owned(r, w, request.handle(), "unmark_cancelable") != Status::success) return false;
+    if ((w & rs::kCancelCb) || !(w & rs::kCancelable)) return false;
+    const std::uint64_t nw = rs::with_where(w & ~rs::kCancelable, rs::kCompleting);
+    if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      out = Claimed{r, w & ~rs::kCancelable};
+      return true;
+    }
+  }
+}
+
+void detail::complete_claimed(const Claimed& c, Status status, std::uint64_t information, std::int32_t err) noexcept {
+  c.r->queue.load(std::memory_order_acquire)->finish_owned(c.r, c.w, status, information, err);
+}
+
 bool Request::is_canceled() const noexcept {
   const Live l = live(handle_);
   return l.r != nullptr && (l.w & rs::kCanceled) != 0;
@@ -260,7 +278,7 @@ Queue* Request::queue() const noexcept {
 namespace {
 const Packet* packet_of(std::uint64_t handle) noexcept {
   const Live l = live(handle);
-  return l.r ? l.r->packet : nullptr;
+  return l.r ? l.r->packet.load(std::memory_order_relaxed) : nullptr;
 }
 }  // namespace
 
@@ -290,7 +308,7 @@ FileHandle Request::file() const noexcept {
 }
 Packet* Request::packet() const noexcept {
   const Live l = live(handle_);
-  return l.r ? l.r->packet : nullptr;
+  return l.r ? l.r->packet.load(std::memory_order_relaxed) : nullptr;
 }
 void* Request::context_area() const noexcept {
   const Live l = live(handle_);

@@ -156,7 +156,8 @@ struct UringTarget::Impl {
   void issue(Op& op) noexcept;
   io_uring_sqe* sqe(Ring& r) noexcept;
   void on_cqe(Ring& r, io_uring_cqe* cqe) noexcept;
-  void finish(Op& op) noexcept;
+  // claimed: the request was unmarked and claimed for completion already.
+  void finish(Op& op, const detail::Claimed* claimed = nullptr) noexcept;
   void release(Op& op) noexcept;
   std::size_t poll(Ring& r) noexcept;
   static std::size_t poll_fn(void* ctx, std::uint32_t core) noexcept;
@@ -609,7 +610,7 @@ void UringTarget::Impl::release(Op& op) noexcept {
   r.in_flight.store(r.in_flight.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 }
 
-void UringTarget::Impl::finish(Op& op) noexcept {
+void UringTarget::Impl::finish(Op& op, const detail::Claimed* claimed) noexcept {
   // The final result is known and nobody else holds the op.
   Ring& r = *op.ring;
   const Request rq = op.rq;
@@ -619,20 +620,27 @@ void UringTarget::Impl::finish(Op& op) noexcept {
   const std::uint32_t len = op.len;
   release(op);
   bump(r.completed);
+  Status status = Status::success;
+  std::uint64_t info = 0;
+  std::int32_t err = 0;
   if (res == -ECANCELED) {
-    (void)rq.complete(Status::cancelled, done);
+    status = Status::cancelled;
+    info = done;
   } else if (res < 0) {
-    (void)rq.complete_with_errno(-res, done);
+    status = Status::io_error;
+    info = done;
+    err = -res;
   } else if (kind == OpKind::read) {
-    if (done == 0 && res == 0) (void)rq.complete(Status::end_of_file, 0);
-    else (void)rq.complete(Status::success, done);
+    if (done == 0 && res == 0) status = Status::end_of_file;
+    else info = done;
   } else if (kind == OpKind::write) {
-    (void)rq.complete(Status::success, done);
+    info = done;
   } else if (kind == OpKind::nop) {
-    (void)rq.complete(Status::success, len);
-  } else {
-    (void)rq.complete(Status::success, 0);
+    info = len;
   }
+  if (claimed != nullptr) detail::complete_claimed(*claimed, status, info, err);
+  else if (err != 0) (void)rq.complete_with_errno(err, info);
+  else (void)rq.complete(status, info);
   // A slot is free: the oldest waiting request takes it (unless a handler
   // that ran inside the completion above has taken it already).
   pump(r);
@@ -748,8 +756,10 @@ void UringTarget::Impl::on_cqe(Ring& r, io_uring_cqe* cqe) noexcept {
     finish(op);
     return;
   }
-  if (op.rq.unmark_cancelable() == Status::success) {
-    finish(op);
+  // Unmark and complete in one step (claim_cancelable), unless the cancel
+  // callback has won the request.
+  if (detail::Claimed claimed; detail::claim_cancelable(op.rq, claimed)) {
+    finish(op, &claimed);
     return;
   }
   // Our cancel callback has won: its task completes the request when it runs.
