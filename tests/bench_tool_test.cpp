@@ -18,6 +18,7 @@
 #include "tool/options.hpp"
 #include "tool/progress.hpp"
 #include "tool/report.hpp"
+#include "tool/verify.hpp"
 
 namespace ioq::bench {
 namespace {
@@ -737,3 +738,34 @@ TEST(Progress, FormatLineWithoutPlanAndTruncation) {
 
 }  // namespace
 }  // namespace ioq::bench
+
+// ---- --verify=crc32c: the checksum and the block header ----
+
+TEST(Verify, Crc32cMatchesTheCastagnoliCheckValue) {
+  // The standard check value of CRC-32C (iSCSI, RFC 3720): "123456789".
+  EXPECT_EQ(ioq::bench::crc32c("123456789", 9), 0xE3069283u);
+  EXPECT_EQ(ioq::bench::crc32c("", 0), 0u);
+  // Incremental use gives the same value as one call.
+  const std::uint32_t part = ioq::bench::crc32c("12345", 5);
+  EXPECT_EQ(ioq::bench::crc32c("6789", 4, part), 0xE3069283u);
+}
+
+TEST(Verify, AFilledBlockChecksAndEachKindOfDamageIsNamed) {
+  using ioq::bench::BlockCheck;
+  std::vector<unsigned char> b(4096);
+  ioq::bench::fill_block(b.data(), 4096, 8192, 7);
+  EXPECT_EQ(ioq::bench::check_block(b.data(), 4096, 8192, 7), BlockCheck::ok);
+  EXPECT_EQ(ioq::bench::check_block(b.data(), 4096, 8192, 0), BlockCheck::ok);  // 0: any generation
+  EXPECT_EQ(ioq::bench::check_block(b.data(), 4096, 4096, 7), BlockCheck::bad_offset);
+  EXPECT_EQ(ioq::bench::check_block(b.data(), 4096, 8192, 9), BlockCheck::bad_generation);
+  EXPECT_EQ(ioq::bench::check_block(b.data(), 2048, 8192, 7), BlockCheck::bad_length);
+  auto flipped = b;
+  flipped[3000] ^= 0x10;  // one bit in the payload
+  EXPECT_EQ(ioq::bench::check_block(flipped.data(), 4096, 8192, 7), BlockCheck::bad_checksum);
+  std::vector<unsigned char> zero(4096, 0);  // never written
+  EXPECT_EQ(ioq::bench::check_block(zero.data(), 4096, 8192, 7), BlockCheck::bad_magic);
+  // Different offsets and generations give different payloads.
+  std::vector<unsigned char> c(4096);
+  ioq::bench::fill_block(c.data(), 4096, 12288, 7);
+  EXPECT_NE(std::vector<unsigned char>(b.begin() + 64, b.end()), std::vector<unsigned char>(c.begin() + 64, c.end()));
+}

@@ -64,8 +64,9 @@ fi
 #                      cancelable with the latch set and its cancel callback
 #                      never ran. Now mark looks at the latch again after a
 #                      fence that pairs with one before the scan.
-open_fixes="-DFIX_FAST_PATH_CAS -DFIX_BLOCKED_AT -DFIX_MARK_RECHECK"
-if [ "${IOQ_SPIN_AS_IS:-0}" = 1 ]; then open_fixes=""; fi
+fixes="-DFIX_FAST_PATH_CAS -DFIX_BLOCKED_AT -DFIX_MARK_RECHECK"
+fix_defs=$fixes
+if [ "${IOQ_SPIN_AS_IS:-0}" = 1 ]; then fix_defs=""; fi
 
 # name | model switches | search: exact (safety, states stored exactly),
 # bitstate (safety, bitstate hashing), progress (non-progress cycles under weak
@@ -114,10 +115,10 @@ check() {
   mkdir -p "$dir"
   cd "$dir" || return
   {
-    echo "== $name: spin -a $defs $open_fixes"
+    echo "== $name: spin -a $defs $fix_defs"
     # A copy: pan writes its trail next to the model's name.
     cp "$model" queue.pml || { echo "FAIL copying the model" >verdict; return; }
-    if ! spin -a $defs $open_fixes queue.pml >spin.out 2>&1; then
+    if ! spin -a $defs $fix_defs queue.pml >spin.out 2>&1; then
       cat spin.out
       echo "FAIL spin -a" >verdict
       return
@@ -155,7 +156,7 @@ check() {
     fi
     if [ -n "$why" ]; then
       grep -E 'assertion violated|invalid end state|non-progress cycle|pan:|error|Search not|MEMLIM|depth' pan.out | head -n 20
-      [ -f queue.pml.trail ] && echo "   (trail: IOQ_SPIN_KEEP=1, then: cd $dir && spin -t -p -g $defs $open_fixes queue.pml)"
+      [ -f queue.pml.trail ] && echo "   (trail: IOQ_SPIN_KEEP=1, then: cd $dir && spin -t -p -g $defs $fix_defs queue.pml)"
       echo "FAIL $name: $why" >verdict
     else
       echo "PASS $name: ${states:-?} states, depth ${depth:-?}, ${took} s, $mode${hf:+ (hash factor $hf)}" >verdict
@@ -178,7 +179,7 @@ if [ ${#names[@]} -eq 0 ]; then
   exit 1
 fi
 
-[ -n "$open_fixes" ] && echo "spin.queue: open defects checked with their proposed fix: $open_fixes"
+[ -n "$fix_defs" ] && echo "spin.queue: the model includes the fixes runtime/queue has: $fix_defs"
 failed=0
 for name in "${names[@]}"; do
   verdict=$(cat "$work/$name/verdict" 2>/dev/null || echo "FAIL $name: no verdict")
