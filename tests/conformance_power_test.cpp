@@ -817,5 +817,86 @@ TEST(Conformance, C62_ManualQueueArrivalInDxNotifiesAfterD0) {
   pk.expect_all_completed_once();
 }
 
+// ---------------------------------------------------------------------------
+// Power-down racing requests that change queues (regression)
+
+// Suspend must count each stop notification against what its release
+// credits. Power-down marks every request it finds owned through the queue;
+// a request the driver forwards to another queue and retrieves from there
+// (same handle, same state word) between the scan reading its owner and
+// marking it used to be counted against the first queue, while its forward,
+// completion or acknowledgement credited the second. The first queue's count
+// then never returned to zero: suspend() hung with every power-managed queue
+// paused (PnpHeld) and the device still reported in D0 (the soak's rare hang).
+// Here two threads bounce requests between two manual power-managed queues
+// (no stop callback: suspend waits until each notified request leaves the
+// driver) while the device suspends and resumes over and over.
+TEST(PowerRace, SuspendWhileRequestsBounceBetweenQueuesAlwaysReturns) {
+  g.reset();
+  auto dev = make_device({.max_requests = 256});
+  ASSERT_TRUE(dev);
+  QueueConfig ca{.dispatch = DispatchType::manual, .default_queue = true};
+  QueueConfig cb{.dispatch = DispatchType::manual};
+  Queue* a = make_queue(*dev, ca);
+  Queue* b = make_queue(*dev, cb);
+  ASSERT_TRUE(a && b);
+  ASSERT_EQ(dev->start(), Status::success);
+  Packets pk;
+  constexpr std::size_t kRequests = 96;
+  for (std::size_t i = 0; i < kRequests; ++i) submit(*dev, pk, i % kIds);
+
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> moves{0};
+  auto bounce = [&](int seed) {
+    std::uint32_t x = 0x9e3779b9u * static_cast<std::uint32_t>(seed + 1);
+    while (!stop.load(std::memory_order_relaxed)) {
+      bool any = false;
+      for (Queue* from : {a, b}) {
+        Request r;
+        if (from->retrieve_next_request(r) != Status::success) continue;
+        any = true;
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        if (x % 4 == 0) {  // a mark/unmark changes the word under the scan
+          EXPECT_EQ(r.mark_cancelable(&cancel_cb), Status::success);
+          EXPECT_EQ(r.unmark_cancelable(), Status::success);
+        }
+        EXPECT_EQ(r.forward_to_queue(from == a ? *b : *a), Status::success);
+        moves.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (!any) std::this_thread::yield();
+    }
+  };
+  std::thread t1(bounce, 1), t2(bounce, 2);
+
+  const auto end = std::chrono::steady_clock::now() + 1500ms;
+  int cycles = 0;
+  bool hung = false;
+  while (!hung && (cycles < 20 || std::chrono::steady_clock::now() < end)) {
+    if (suspend(dev) != Status::success) hung = true;
+    else if (resume(dev) != Status::success) hung = true;
+    else ++cycles;
+  }
+  stop = true;
+  t1.join();
+  t2.join();
+  ASSERT_FALSE(hung) << "suspend or resume hung after " << cycles << " cycles (" << moves.load() << " moves)";
+  EXPECT_GT(moves.load(), 0u);
+
+  // Everything is back in the two queues, none paused: finish them.
+  std::size_t finished = 0;
+  for (Queue* q : {a, b}) {
+    EXPECT_EQ(q->get_state().flags & kQueuePnpHeld, 0u);
+    EXPECT_EQ(q->get_state().driver_owned, 0u);
+    Request r;
+    while (q->retrieve_next_request(r) == Status::success) {
+      EXPECT_EQ(r.complete(Status::success), Status::success);
+      ++finished;
+    }
+  }
+  EXPECT_EQ(finished, kRequests);
+  pk.expect_all_completed_once();
+  EXPECT_EQ(dev->verifier().total(), 0u);
+}
+
 }  // namespace
 }  // namespace ioq::test

@@ -170,6 +170,7 @@ class QueueImpl final : public Queue {
   void power_up_notify() noexcept;                 // resume callbacks
   void power_up_release() noexcept;                // dispatch again
   void shutdown() noexcept;                        // removal: no Accept, purge
+  // Waits until every stop notification of the device is released.
   void wait_power_acks() noexcept;
   // Waits until no thread is in (or posted to run) this queue's loops.
   void wait_idle_loops() noexcept;
@@ -294,7 +295,6 @@ public:
   RequestImpl* events_head_ = nullptr;
   RequestImpl* events_tail_ = nullptr;
 
-  std::atomic<std::int32_t> power_pending_{0};
   PerThreadCounters<kCounterCount> counters_;
   std::atomic<ForwardProgress*> fp_{nullptr};
   std::unique_ptr<ForwardProgress> fp_owned_;
@@ -400,6 +400,12 @@ class DeviceImpl final : public Device {
   struct Arena;
   std::unique_ptr<Arena> arena_;
   std::atomic<std::int64_t> passive_tasks_{0};
+  // Stop notifications (rs::kStopNotified) not yet released by an
+  // acknowledgement, completion, forward or requeue. One count for the whole
+  // device, not one per queue: the queue whose power-down set the mark and the
+  // queue through which the driver releases the request may differ (see
+  // QueueImpl::power_down), and suspend / remove wait for all of them anyway.
+  std::atomic<std::int32_t> power_pending_{0};
   std::atomic<std::uint32_t> reserved_in_use_{0};  // reserved requests assigned to queues
   std::uint32_t next_home_core_ = 0;                // round-robin home cores (under control_)
 };

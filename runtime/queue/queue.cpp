@@ -1270,16 +1270,50 @@ void QueueImpl::power_down(std::uint32_t flags) noexcept {
   std::vector<Notice> notices;
   // Power-off also waits for canceled requests the driver owns (it completes
   // them through its cancel routine); they get no stop callback.
+  //
+  // Other queues still dispatch meanwhile, and the driver may forward a
+  // request out of this queue at any moment, retrieve it from the other queue
+  // or have it delivered there, complete it and so on. A mark set on a
+  // request owned through another queue by then is released through that
+  // queue (its completion, forward, requeue or acknowledgement), not this one;
+  // and left there it would make power-off wait for a request that no stop
+  // callback tells the driver about. So: mark only this incarnation while it
+  // is owned through this queue, and count every mark on the device
+  // (DeviceImpl::power_pending_), whichever queue releases it. (With a count
+  // per queue, such a mark left this queue's count at 1 for good: suspend()
+  // hung, every power-managed queue PnpHeld and the device still in D0.)
   dev_.for_each_owned(this, [&](RequestImpl* r, std::uint64_t w) {
+    const std::uint32_t gen = rs::gen(w);
     for (;;) {
-      if (rs::where(w) != rs::kOwned) return;
+      // A failed compare-exchange reloads a word that may be another queue's
+      // by now (forwarded and taken there, or completed and the slot reused).
+      if (rs::gen(w) != gen || rs::where(w) != rs::kOwned || r->queue.load(std::memory_order_acquire) != this)
+        return;
       const bool again = (w & rs::kStopNotified) != 0;
       const std::uint64_t nw = (w | rs::kStopNotified) & ~rs::kAcked;
-      if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
-        if (!again) power_pending_.fetch_add(1, std::memory_order_acq_rel);
-        if (!(w & rs::kCanceled)) notices.push_back(Notice{r->handle_for(nw)});
-        return;
+      if (!r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+      if (!again) {
+        dev_.power_pending_.fetch_add(1, std::memory_order_acq_rel);
+        // The word can also come back unchanged (same generation, same bits)
+        // from a round trip between the owner check and the compare-exchange:
+        // forwarded, then retrieved or delivered through the other queue. Or
+        // a forward is under way (it stores the destination before it moves
+        // the word). Not ours to notify either way: take the mark back,
+        // unless the request was released meanwhile (that release counted).
+        if (r->queue.load(std::memory_order_acquire) != this) {
+          std::uint64_t x = nw;
+          while (rs::gen(x) == gen && rs::where(x) == rs::kOwned && (x & rs::kStopNotified)) {
+            if (r->word().compare_exchange_weak(x, (x & ~rs::kStopNotified) | (w & rs::kAcked),
+                                                std::memory_order_acq_rel, std::memory_order_acquire)) {
+              power_ack_done();
+              break;
+            }
+          }
+          return;
+        }
       }
+      if (!(w & rs::kCanceled)) notices.push_back(Notice{r->handle_for(nw)});
+      return;
     }
   });
   if (cfg_.on_stop != nullptr) {
@@ -1308,15 +1342,18 @@ void QueueImpl::wait_idle_loops() noexcept {
 }
 
 void QueueImpl::power_ack_done() noexcept {
-  if (power_pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) power_pending_.notify_all();
+  std::atomic<std::int32_t>& pending = dev_.power_pending_;
+  if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) pending.notify_all();
 }
 
 void QueueImpl::wait_power_acks() noexcept {
-  for (auto& shard : shards_) shard->wait_power_acks();
+  // The device's count (every queue's power-down has run before the waits:
+  // no mark is added while this waits).
+  std::atomic<std::int32_t>& pending = dev_.power_pending_;
   for (;;) {
-    const std::int32_t v = power_pending_.load(std::memory_order_acquire);
+    const std::int32_t v = pending.load(std::memory_order_acquire);
     if (v <= 0) return;
-    power_pending_.wait(v, std::memory_order_acquire);
+    pending.wait(v, std::memory_order_acquire);
   }
 }
 
