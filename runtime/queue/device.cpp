@@ -254,7 +254,7 @@ RequestImpl* DeviceImpl::bind(const Slab::Allocation& a, Packet& p) noexcept {
   r->packet.store(&p, std::memory_order_relaxed);
   r->queue.store(nullptr, std::memory_order_relaxed);
   r->cancel_cb.store(nullptr, std::memory_order_relaxed);
-  r->in_fifo = false;
+  r->fifo_of.store(nullptr, std::memory_order_relaxed);
   // release: the bound packet is visible to whoever learns the handle.
   r->word().store(rs::with_where(handle_generation(a.handle), rs::kNew), std::memory_order_release);
   std::atomic_ref<std::uint64_t>(p.request).store(a.handle, std::memory_order_release);

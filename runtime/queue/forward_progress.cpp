@@ -118,7 +118,7 @@ void bind(FP& f, RequestImpl* r, Packet& p) noexcept {
   r->packet.store(&p, std::memory_order_relaxed);
   r->queue.store(nullptr, std::memory_order_relaxed);
   r->cancel_cb.store(nullptr, std::memory_order_relaxed);
-  r->in_fifo = false;
+  r->fifo_of.store(nullptr, std::memory_order_relaxed);
   // Reserved requests stay presented (they were presented at assignment).
   // release: the bound packet is visible to whoever learns the handle.
   r->word().store(rs::with_where(handle_generation(h), rs::kNew) | rs::kPresented, std::memory_order_release);

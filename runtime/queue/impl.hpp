@@ -64,7 +64,11 @@ struct RequestImpl {
   RequestImpl* target_next = nullptr;      // a target's waiting list (driver-owned only)
   bool target_marked = false;              // the target marked it cancelable while it waits
   std::uint8_t event_kind = 0;
-  bool in_fifo = false;                    // linked in the FIFO (token holder only)
+  // The queue whose FIFO links it, or null. Written only by that queue's
+  // token holder; relaxed loads by other queues' token holders (a request
+  // moving on can be linked elsewhere while they look): equal to `this` under
+  // this queue's token means it is in this FIFO and stays there.
+  std::atomic<const QueueImpl*> fifo_of{nullptr};
   QueueImpl* reserved_owner = nullptr;     // the queue whose reserved pool this is from
   std::atomic<std::uint32_t> free_next{0}; // reserved free stack: next index + 1
   std::atomic<CancelCallback> cancel_cb{nullptr};

@@ -204,14 +204,14 @@ void QueueImpl::append_locked(RequestImpl* r) noexcept {
   r->prev = fifo_tail_;
   if (fifo_tail_) fifo_tail_->next = r; else fifo_head_ = r;
   fifo_tail_ = r;
-  r->in_fifo = true;
+  r->fifo_of.store(this, std::memory_order_relaxed);
 }
 
 void QueueImpl::unlink_locked(RequestImpl* r) noexcept {
   if (r->prev) r->prev->next = r->next; else fifo_head_ = r->next;
   if (r->next) r->next->prev = r->prev; else fifo_tail_ = r->prev;
   r->prev = r->next = nullptr;
-  r->in_fifo = false;
+  r->fifo_of.store(nullptr, std::memory_order_relaxed);
 }
 
 void QueueImpl::splice_stash_locked() noexcept {
@@ -224,7 +224,7 @@ void QueueImpl::splice_stash_locked() noexcept {
   for (RequestImpl* r = list; r; r = r->stash_next) {
     r->prev = last;
     if (last) last->next = r;
-    r->in_fifo = true;
+    r->fifo_of.store(this, std::memory_order_relaxed);
     last = r;
   }
   if (!first) return;
@@ -803,7 +803,7 @@ void QueueImpl::cancel_queued(RequestImpl* r, std::uint32_t gen) noexcept {
   drain_inbox_locked();
   std::uint64_t w = r->word().load(std::memory_order_acquire);
   const bool found = rs::gen(w) == gen && rs::where(w) == rs::kQueued &&
-                     r->queue.load(std::memory_order_acquire) == this && r->in_fifo;
+                     r->fifo_of.load(std::memory_order_relaxed) == this;
   bool to_driver = false;
   if (found) {
     unlink_locked(r);
@@ -1180,7 +1180,7 @@ Status QueueImpl::find_impl(Request after, FileHandle file, Request& out) noexce
     std::uint64_t w = 0;
     RequestImpl* a = lookup(after.handle(), w);
     if (a == nullptr || rs::gen(w) != handle_generation(after.handle()) || rs::where(w) != rs::kQueued ||
-        a->queue.load(std::memory_order_acquire) != this || !a->in_fifo) {
+        a->fifo_of.load(std::memory_order_relaxed) != this) {
       release_token();
       return Status::not_found;
     }
@@ -1209,7 +1209,7 @@ Status QueueImpl::retrieve_found_impl(Request tag, Request& out) noexcept {
   std::uint64_t w = 0;
   RequestImpl* r = lookup(tag.handle(), w);
   if (r == nullptr || rs::gen(w) != handle_generation(tag.handle()) || rs::where(w) != rs::kQueued ||
-      (w & rs::kCanceled) || r->queue.load(std::memory_order_acquire) != this || !r->in_fifo) {
+      (w & rs::kCanceled) || r->fifo_of.load(std::memory_order_relaxed) != this) {
     release_token();
     return Status::not_found;
   }
