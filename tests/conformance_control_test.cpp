@@ -251,15 +251,7 @@ void submit_range(Device& dev, Packets& pk, std::uint32_t first, std::uint32_t l
   }
 }
 
-template <typename Pred>
-bool wait_until(Pred pred, std::chrono::milliseconds limit = kHang) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
+using test::wait_until;
 
 // Runs a call that may block on its own thread; the test checks whether (and
 // with what) it returned. If it never returns the thread is detached and the

@@ -306,15 +306,7 @@ TrackedPacket& submit(Device& dev, Packets& pk, std::uint32_t id, FileHandle fil
                                        << to_string(p.status.load()) << ", expected 1 with " << to_string(s);
 }
 
-template <typename Pred>
-bool wait_until(Pred pred, std::chrono::milliseconds limit = kHang) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
+using test::wait_until;
 
 // ===========================================================================
 // C63: AssignForwardProgressPolicy parameter checks

@@ -99,14 +99,7 @@ Status remove(std::unique_ptr<Device>& dev) {
 }
 
 // Spins (yielding) until `pred` holds or `limit` passes.
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds limit = kHang) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using test::wait_until;
 
 // ---------------------------------------------------------------------------
 // The shared log and the driver's callbacks.

@@ -36,15 +36,7 @@ using test::make_queue;
 using test::Packets;
 using test::TrackedPacket;
 
-template <typename Pred>
-bool wait_until(Pred pred, std::chrono::milliseconds limit = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(100us);
-  }
-  return true;
-}
+using test::wait_until;
 
 // A manual default queue: requests stay queued until retrieved.
 struct ManualRig {

@@ -7,10 +7,12 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace ioq::test {
@@ -93,6 +95,19 @@ inline Queue* make_queue(Device& d, const QueueConfig& cfg) {
   auto q = d.create_queue(cfg);
   EXPECT_TRUE(q.has_value()) << (q ? "" : q.error().message);
   return q ? *q : nullptr;
+}
+
+// Polls `pred` until it holds (true) or `limit` passes (false): for tests
+// that wait on other threads (reactors, workers, the kernel) with a bound, so
+// a lost completion fails the test instead of hanging it.
+template <typename Pred>
+bool wait_until(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  return true;
 }
 
 }  // namespace ioq::test

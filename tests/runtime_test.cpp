@@ -30,15 +30,7 @@ std::unique_ptr<Runtime> make_runtime(RuntimeConfig cfg) {
   return rt ? std::move(*rt) : nullptr;
 }
 
-template <typename Pred>
-bool wait_until(Pred pred, std::chrono::milliseconds limit = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(100us);
-  }
-  return true;
-}
+using test::wait_until;
 
 struct CountingTask {
   Task task;

@@ -97,14 +97,7 @@ Status remove(std::unique_ptr<Device>& dev) {
   return control(dev, [](Device& d) { return d.remove(); }, "remove()");
 }
 
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds limit = kHang) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using test::wait_until;
 
 std::string hex(std::uint32_t v) {
   char buf[16];

@@ -35,15 +35,7 @@ using namespace std::chrono_literals;
 using test::Packets;
 using test::TrackedPacket;
 
-template <typename Pred>
-bool wait_until(Pred pred, std::chrono::milliseconds limit = 20s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(50us);
-  }
-  return true;
-}
+using test::wait_until;
 
 // A temporary file, removed at the end.
 struct TempFile {
