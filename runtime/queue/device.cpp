@@ -405,6 +405,7 @@ Status DeviceImpl::suspend_impl() noexcept {
     if (q->is_power_managed()) pm.push_back(q.get());
   for (QueueImpl* q : pm) q->power_down(kStopSuspend);
   for (QueueImpl* q : pm) q->wait_power_acks();
+  for (QueueImpl* q : pm) q->wait_owned_settled();
   power_.store(PowerState::dx, std::memory_order_release);
   return Status::success;
 }
@@ -430,6 +431,7 @@ Status DeviceImpl::remove_impl() noexcept {
   for (QueueImpl* q : all) q->shutdown();
   for (QueueImpl* q : all) q->power_down(kStopPurge);
   for (QueueImpl* q : all) q->wait_power_acks();
+  for (QueueImpl* q : all) q->wait_owned_settled();
   power_.store(PowerState::removed, std::memory_order_release);
   return Status::success;
 }

@@ -128,7 +128,7 @@ class QueueImpl final : public Queue {
   // *completed when r was already canceled and its packet completed here: a
   // reserved r is then the caller's to return_reserved() after it released
   // the source queue's count.
-  Status accept_forward(RequestImpl* r, std::uint64_t w, bool* completed) noexcept;
+  Status accept_forward(RequestImpl* r, std::uint64_t w, bool* completed, bool* notified) noexcept;
   // Called after the request left the driver's hands through this queue
   // (completion, forward out, requeue, handed to canceled-on-queue... ) with
   // the change to apply to st_ (e.g. -D1).
@@ -176,6 +176,9 @@ class QueueImpl final : public Queue {
   void shutdown() noexcept;                        // removal: no Accept, purge
   // Waits until every stop notification of the device is released.
   void wait_power_acks() noexcept;
+  // Waits until the driver count holds only requests still owned through this
+  // queue (a completion or forward under way has released its count).
+  void wait_owned_settled() noexcept;
   // Waits until no thread is in (or posted to run) this queue's loops.
   void wait_idle_loops() noexcept;
   void power_ack_done() noexcept;                  // one notified request finished

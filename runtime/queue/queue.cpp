@@ -385,8 +385,8 @@ void QueueImpl::recheck_canceled(RequestImpl* r, std::uint32_t gen) noexcept {
   }
 }
 
-Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w, bool* completed) noexcept {
-  if (sharded()) return shard_for_caller().accept_forward(r, w, completed);
+Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w, bool* completed, bool* notified) noexcept {
+  if (sharded()) return shard_for_caller().accept_forward(r, w, completed, notified);
   std::uint64_t s = st_.load(std::memory_order_acquire);
   for (;;) {
     if (!(s & kAccept)) return Status::wdf_busy;
@@ -400,7 +400,9 @@ Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w, bool* complete
   // acknowledgement yet) leaves the source here: the source stops waiting for
   // it, as for a completion (WDF: leaving the driver-owned list leaves the
   // power-notified list too), and it carries no notification or resume mark
-  // into this queue.
+  // into this queue. *notified tells the caller, which releases the power-down
+  // wait only after the source's driver count has dropped: a suspend that
+  // returns sees the request no longer driver-owned.
   constexpr std::uint64_t kPowerBits = rs::kStopNotified | rs::kAcked;
   for (;;) {
     if (rs::where(w) != rs::kOwned || (w & rs::kHandOver) || rs::cancel_pending(w)) {
@@ -418,14 +420,14 @@ Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w, bool* complete
         if (!r->word().compare_exchange_weak(w, (w & ~kPowerBits) | rs::kHandOver, std::memory_order_acq_rel,
                                              std::memory_order_acquire))
           continue;
-        if (w & rs::kStopNotified) source->power_ack_done();
+        *notified = (w & rs::kStopNotified) != 0;
         if (update(kD1, kQ1 + kI1, 0, 0, false)) enter_loop();
         push_event(r, kEventCanceledOnQueue, rs::gen(w));
       } else {
         if (!r->word().compare_exchange_strong(w, rs::with_where(w & ~kPowerBits, rs::kCompleting),
                                                std::memory_order_acq_rel, std::memory_order_acquire))
           continue;
-        if (w & rs::kStopNotified) source->power_ack_done();
+        *notified = (w & rs::kStopNotified) != 0;
         count(kCancelled);
         dev_.finish_packet(r, Status::cancelled, 0, 0, /*return_reserved=*/false);
         *completed = true;
@@ -437,7 +439,7 @@ Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w, bool* complete
                                         std::memory_order_acquire))
       break;
   }
-  if (w & rs::kStopNotified) source->power_ack_done();
+  *notified = (w & rs::kStopNotified) != 0;
   insert_counted(r, rs::gen(w));
   return Status::success;
 }
@@ -645,8 +647,12 @@ void QueueImpl::finish_owned(RequestImpl* r, std::uint64_t w, Status status, std
   count(kCompleted);
   if (status == Status::cancelled) count(kCancelled);
   dev_.finish_packet(r, status, info, err, /*return_reserved=*/false);
-  if (notified) power_ack_done();
+  // The driver count first, then the power-down wait: a suspend that returns
+  // finds the request no longer driver-owned. (A release deferred to this
+  // queue's loop cannot meet a waiting power-down: power-down holds dispatch
+  // and waits until no handler of this queue runs.)
   release_driver(kD1);
+  if (notified) power_ack_done();
   DeviceImpl::return_reserved(r);
 }
 
@@ -1354,6 +1360,29 @@ void QueueImpl::wait_power_acks() noexcept {
     const std::int32_t v = pending.load(std::memory_order_acquire);
     if (v <= 0) return;
     pending.wait(v, std::memory_order_acquire);
+  }
+}
+
+void QueueImpl::wait_owned_settled() noexcept {
+  if (sharded()) {
+    for (auto& shard : shards_) shard->wait_owned_settled();
+    return;
+  }
+  // Power-down marks requests in the OWNED state. One the driver was already
+  // completing (claimed from its cancelable state, or between its completion
+  // compare-exchange and the release of its count) or forwarding away got no
+  // mark, and the acknowledgement wait does not cover it; its count drops
+  // moments later. Dispatch is held, so no new request becomes owned here: wait
+  // until the count is no more than the requests still owned (acknowledged,
+  // or handed over and on their way to the driver).
+  int rounds = 0;
+  Backoff backoff;
+  for (;;) {
+    std::uint32_t owned = 0;
+    dev_.for_each_owned(this, [&](RequestImpl*, std::uint64_t) { ++owned; });
+    if (D(st_.load(std::memory_order_acquire)) <= owned) return;
+    if (++rounds < 64) backoff.pause();
+    else std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
 }
 

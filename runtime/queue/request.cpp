@@ -87,13 +87,14 @@ Status Request::forward_to_queue(Queue& destination) const noexcept {
   QueueImpl* source = r->queue.load(std::memory_order_acquire);
   QueueImpl& dest = detail::impl(destination);
   if (&dest == &source->facade() || &dest.dev() != r->device) return Status::invalid_device_request;
-  bool completed = false;
-  const Status s = dest.accept_forward(r, w, &completed);
+  bool completed = false, notified = false;
+  const Status s = dest.accept_forward(r, w, &completed, &notified);
   if (s != Status::success) {
     return is_usage_error(s) ? r->device->usage(s, "forward_to_queue: the request changed hands") : s;
   }
   source->count(QueueImpl::kForwarded);
   source->release_driver(qs::kD1);
+  if (notified) source->power_ack_done();  // after the driver count dropped
   if (completed) DeviceImpl::return_reserved(r);  // after the source let go
   return Status::success;
 }
@@ -118,8 +119,8 @@ Status Request::requeue() const noexcept {
     // or an acknowledgement), and it keeps no power marks while queued.
     if (r->word().compare_exchange_weak(w, rs::with_where(w & ~(rs::kStopNotified | rs::kAcked), rs::kQueued),
                                         std::memory_order_acq_rel, std::memory_order_acquire)) {
-      if (w & rs::kStopNotified) q->power_ack_done();
       q->requeue_head(r);
+      if (w & rs::kStopNotified) q->power_ack_done();  // after the driver count dropped
       return Status::success;
     }
   }
@@ -148,15 +149,15 @@ Status Request::stop_acknowledge(bool requeue) const noexcept {
       const std::uint64_t nw = w & ~rs::kStopNotified;
       if (!r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire))
         continue;
-      q->power_ack_done();
       q->count(QueueImpl::kRequeued);
       q->cancel_owned_as_queued(r, nw);
+      q->power_ack_done();
       return Status::success;
     }
     if (r->word().compare_exchange_weak(w, rs::with_where(w & ~rs::kStopNotified, rs::kQueued),
                                         std::memory_order_acq_rel, std::memory_order_acquire)) {
-      q->power_ack_done();
       q->requeue_head(r);
+      q->power_ack_done();
       return Status::success;
     }
   }

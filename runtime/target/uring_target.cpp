@@ -621,26 +621,26 @@ void UringTarget::Impl::finish(Op& op, const detail::Claimed* claimed) noexcept 
   release(op);
   bump(r.completed);
   Status status = Status::success;
-  std::uint64_t info = 0;
+  std::uint64_t information = 0;
   std::int32_t err = 0;
   if (res == -ECANCELED) {
     status = Status::cancelled;
-    info = done;
+    information = done;
   } else if (res < 0) {
     status = Status::io_error;
-    info = done;
+    information = done;
     err = -res;
   } else if (kind == OpKind::read) {
     if (done == 0 && res == 0) status = Status::end_of_file;
-    else info = done;
+    else information = done;
   } else if (kind == OpKind::write) {
-    info = done;
+    information = done;
   } else if (kind == OpKind::nop) {
-    info = len;
+    information = len;
   }
-  if (claimed != nullptr) detail::complete_claimed(*claimed, status, info, err);
-  else if (err != 0) (void)rq.complete_with_errno(err, info);
-  else (void)rq.complete(status, info);
+  if (claimed != nullptr) detail::complete_claimed(*claimed, status, information, err);
+  else if (err != 0) (void)rq.complete_with_errno(err, information);
+  else (void)rq.complete(status, information);
   // A slot is free: the oldest waiting request takes it (unless a handler
   // that ran inside the completion above has taken it already).
   pump(r);
