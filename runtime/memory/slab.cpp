@@ -182,8 +182,8 @@ Slab::Allocation Slab::allocate() noexcept {
   // acquire: pairs with the release in set_alloc_hook().
   if (auto fn = hook_fn_.load(std::memory_order_acquire); fn != nullptr) {
     if (fn(hook_ctx_.load(std::memory_order_relaxed))) {
-      if (Cache* c = cache_for_this_thread())
-        c->injected.fetch_add(1, std::memory_order_relaxed);
+      if (Cache* c = cache_for_this_thread())  // single writer: no locked add
+        c->injected.store(c->injected.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       else
         shared_injected_.fetch_add(1, std::memory_order_relaxed);
       return Allocation{};
