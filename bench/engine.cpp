@@ -82,6 +82,16 @@ struct alignas(64) Core {
   std::uint32_t in_flight = 0;
 
   LatencyHistogram read_clat, write_clat;
+  // Timed completions waiting for their timestamp: one clock read serves every
+  // completion of a poll step (settle()), as fio reads the clock once per
+  // batch of reaped completions. Reserved for every slot of every core: no
+  // allocation while running.
+  struct Untimed {
+    std::uint64_t t0;
+    bool write;
+  };
+  std::vector<Untimed> untimed;
+  bool need_tick = false;  // a timed request completed since the last settle()
   std::uint64_t read_ios = 0, write_ios = 0, read_bytes = 0, write_bytes = 0;
   std::uint64_t cancelled = 0, failed = 0, short_ios = 0;
   std::uint64_t last_completion_tick = 0;
@@ -146,18 +156,13 @@ void on_complete(Packet& p) noexcept {
   auto* slot = static_cast<Slot*>(p.user);
   Core* me = t_core;
   if (me == nullptr) me = slot->owner;  // never in ioq-bench: every completion runs on a core thread
-  const std::uint64_t t1 = slot->timed ? ticks() : 0;
   // Every completion runs on a core thread of ioq-bench: the request's own
   // core (inline, or through its queue's shard) or a sequential queue's home
   // core. Record on the thread's core; merge sums them all.
   if (slot->t0 >= me->measure_start) {
     const bool write = p.type == RequestType::write;
     if (p.status == Status::success) {
-      if (slot->timed) {
-        const auto lat = static_cast<std::uint64_t>(static_cast<double>(t1 - slot->t0) * g_ns_per_tick);
-        (write ? me->write_clat : me->read_clat).record(lat);
-        me->last_completion_tick = t1;
-      }
+      if (slot->timed) me->untimed.push_back(Core::Untimed{slot->t0, write});
       if (write) {
         ++me->write_ios;
         me->write_bytes += p.information;
@@ -181,10 +186,7 @@ void on_complete(Packet& p) noexcept {
     }
   }
   me->completed_total.store(me->completed_total.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  if (slot->timed) {
-    me->last_tick = t1;
-    me->last_fresh = true;
-  }
+  if (slot->timed) me->need_tick = true;
   Core* owner = slot->owner;
   if (owner == me) {
     owner->free.push_back(slot->index);
@@ -194,6 +196,29 @@ void on_complete(Packet& p) noexcept {
     slot->remote_done.store(true, std::memory_order_release);
     owner->remote_pending.fetch_add(1, std::memory_order_release);
   }
+}
+
+// Timestamps the completions since the last call (one clock read) and records
+// their latencies; the tick may also start the next submission.
+void settle(Core& c) noexcept {
+  if (!c.need_tick) return;
+  c.need_tick = false;
+  const std::uint64_t t1 = ticks();
+  c.last_tick = t1;
+  c.last_fresh = true;
+  if (c.untimed.empty()) return;
+  // A batch submitted together shares t0: one record per run of equal values.
+  const std::size_t n = c.untimed.size();
+  for (std::size_t i = 0; i < n;) {
+    const Core::Untimed u = c.untimed[i];
+    std::size_t j = i + 1;
+    while (j < n && c.untimed[j].t0 == u.t0 && c.untimed[j].write == u.write) ++j;
+    const auto lat = static_cast<std::uint64_t>(static_cast<double>(t1 - u.t0) * g_ns_per_tick);
+    (u.write ? c.write_clat : c.read_clat).record(lat, j - i);
+    i = j;
+  }
+  c.untimed.clear();
+  c.last_completion_tick = t1;
 }
 
 void reap_remote(Core& c) noexcept {
@@ -389,6 +414,12 @@ EngineResult run_engine(const Options& o, const RunPlan& plan) {
     core_state.push_back(std::move(c));
   }
 
+  // A core's thread may complete any core's requests (a sequential queue's
+  // home core, shards): room for all of them.
+  std::size_t all_slots = 0;
+  for (const auto& c : core_state) all_slots += c->nslots;
+  for (auto& c : core_state) c->untimed.reserve(all_slots);
+
   const std::uint64_t begin = ticks();
   const std::uint64_t measure_start = begin + clock.from_ns(o.ramp_time_ns);
   const bool limited_by_time = o.time_based || o.runtime_ns != 0;
@@ -451,6 +482,7 @@ EngineResult run_engine(const Options& o, const RunPlan& plan) {
               if (chance(c.rng, o.cancel_ratio)) (void)dev.cancel(*batch_packets[d][i]);
           batch_count[d] = 0;
         }
+        settle(c);  // what completed inline
       }
       // The driver's side of manual queues: retrieve and send.
       Request r;
@@ -459,6 +491,7 @@ EngineResult run_engine(const Options& o, const RunPlan& plan) {
       if (dispatch == DispatchType::manual)
         for (Queue* q : main_queues)
           while (q->retrieve_next_request(r) == Status::success) (void)target->send(r);
+      settle(c);
       // Every slot in flight: submit what the handlers prepared and sleep in
       // the kernel until the device completes one (one io_uring_enter for
       // both, as fio's loop does), rather than spin on the ring; the poll
@@ -469,6 +502,7 @@ EngineResult run_engine(const Options& o, const RunPlan& plan) {
       // hands back through our mailbox.
       if (c.free.empty() && uring) uring->wait(k, cores == 1 ? 0 : 1000);
       rt->poll(k);
+      settle(c);
       c.in_flight_shared.store(c.in_flight, std::memory_order_relaxed);
     }
     // Drain what is still in flight (not measured: submitted before the end,
@@ -482,15 +516,19 @@ EngineResult run_engine(const Options& o, const RunPlan& plan) {
       if (dispatch == DispatchType::manual)
         for (Queue* q : main_queues)
           while (q->retrieve_next_request(r) == Status::success) (void)target->send(r);
+      settle(c);
       if (uring) uring->wait(k, 1000);
       rt->poll(k);
+      settle(c);
     }
     running.fetch_sub(1, std::memory_order_release);
     // Keep serving this core until every core is done: a sequential queue's
     // home core may still owe other cores their completions.
     while (running.load(std::memory_order_acquire) != 0) {
       if (rt->poll(k) == 0) std::this_thread::yield();
+      settle(c);
     }
+    settle(c);
     t_core = nullptr;
   };
 

@@ -51,6 +51,23 @@ TEST(LatencyHistogram, ValuesBelow128AreExact) {
   EXPECT_EQ(h.percentile(100), 63u);
 }
 
+TEST(LatencyHistogram, RecordingNEqualValuesIsRecordingEachOnce) {
+  // ioq-bench records a batch submitted and completed together in one call.
+  H batched, single;
+  const std::pair<std::uint64_t, std::uint64_t> runs[] = {{700, 32}, {1496, 5}, {90, 1}, {123456789, 7}, {1496, 3}};
+  for (const auto& [v, n] : runs) {
+    batched.record(v, n);
+    for (std::uint64_t i = 0; i < n; ++i) single.record(v);
+  }
+  EXPECT_EQ(batched.count(), 48u);
+  EXPECT_EQ(batched.count(), single.count());
+  EXPECT_EQ(batched.min(), 90u);
+  EXPECT_EQ(batched.max(), 123456789u);
+  EXPECT_EQ(batched.mean(), single.mean());
+  EXPECT_EQ(batched.stddev(), single.stddev());
+  for (double p : {1.0, 50.0, 66.0, 90.0, 99.0, 100.0}) EXPECT_EQ(batched.percentile(p), single.percentile(p)) << p;
+}
+
 TEST(LatencyHistogram, BucketsTileTheWholeRange) {
   EXPECT_EQ(H::kBuckets, 3776u);
   EXPECT_EQ(H::bucket_low(0), 0u);

@@ -79,11 +79,13 @@ class LatencyHistogram {
   }
 
   // Counts one value. O(1), never allocates.
-  void record(std::uint64_t ns) noexcept {
-    ++buckets_[bucket_index(ns)];
-    ++count_;
-    sum_ += ns;
-    sum_sq_ += static_cast<detail::u128>(ns) * ns;
+  void record(std::uint64_t ns) noexcept { record(ns, 1); }
+  // Counts `n` values equal to ns (a batch submitted and completed together).
+  void record(std::uint64_t ns, std::uint64_t n) noexcept {
+    buckets_[bucket_index(ns)] += n;
+    count_ += n;
+    sum_ += static_cast<detail::u128>(ns) * n;
+    sum_sq_ += static_cast<detail::u128>(ns) * ns * n;
     min_ = std::min(min_, ns);
     max_ = std::max(max_, ns);
   }
