@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <vector>
@@ -180,7 +181,10 @@ TEST(MpmcRing, InstanceCountingPayloadNoLeakNoDoubleDestroy) {
 // P producers and C consumers move `total` tagged items; every item must be
 // consumed exactly once and each consumer must see each producer's items in
 // the order that producer pushed them.
-void exactly_once(unsigned producers, unsigned consumers, std::uint64_t total, bool bulk) {
+// exclusive: the consumers take turns under a mutex (as ioq's queues pop
+// under their token) and use the single-consumer pop forms.
+void exactly_once(unsigned producers, unsigned consumers, std::uint64_t total, bool bulk, bool exclusive = false) {
+  std::mutex consumer_token;
   MpmcRing<std::uint64_t> ring(1024);
   const std::uint64_t per_producer = (total + producers - 1) / producers;
   std::vector<std::vector<std::atomic<std::uint8_t>>> seen(producers);
@@ -228,7 +232,16 @@ void exactly_once(unsigned producers, unsigned consumers, std::uint64_t total, b
       };
       while (consumed.load(std::memory_order_relaxed) < expected) {
         std::size_t got = 0;
-        if (bulk) {
+        if (exclusive) {
+          std::lock_guard lock(consumer_token);
+          if (bulk) {
+            got = ring.try_pop_n_exclusive(buf, 1 + (last[0] & 15));
+            for (std::size_t i = 0; i < got; ++i) take(buf[i]);
+          } else if (std::uint64_t item; ring.try_pop_exclusive(item)) {
+            take(item);
+            got = 1;
+          }
+        } else if (bulk) {
           got = ring.try_pop_n(buf, 1 + (last[0] & 15));
           for (std::size_t i = 0; i < got; ++i) take(buf[i]);
         } else if (std::uint64_t item; ring.try_pop(item)) {
@@ -268,6 +281,16 @@ TEST_P(RingExactlyOnce, MillionTaggedItems) {
 TEST_P(RingExactlyOnce, MillionTaggedItemsBulk) {
   const auto [p, c] = GetParam();
   exactly_once(p, c, 1'000'000, /*bulk=*/true);
+}
+
+TEST_P(RingExactlyOnce, MillionTaggedItemsExclusiveConsumers) {
+  const auto [p, c] = GetParam();
+  exactly_once(p, c, 1'000'000, /*bulk=*/false, /*exclusive=*/true);
+}
+
+TEST_P(RingExactlyOnce, MillionTaggedItemsBulkExclusiveConsumers) {
+  const auto [p, c] = GetParam();
+  exactly_once(p, c, 1'000'000, /*bulk=*/true, /*exclusive=*/true);
 }
 
 INSTANTIATE_TEST_SUITE_P(PxC, RingExactlyOnce,

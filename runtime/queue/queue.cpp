@@ -241,7 +241,7 @@ void QueueImpl::drain_inbox_locked() noexcept {
   Backoff backoff;
   RequestImpl* buf[64];
   while (inbox_.consumed_tickets() < target) {
-    const std::size_t n = inbox_.try_pop_n(buf, 64);
+    const std::size_t n = inbox_.try_pop_n_exclusive(buf, 64);  // token holder: the only consumer
     for (std::size_t i = 0; i < n; ++i) append_locked(buf[i]);
     if (n == 0) backoff.pause(); else backoff.reset();
   }
@@ -254,7 +254,7 @@ RequestImpl* QueueImpl::pop_locked() noexcept {
     return r;
   }
   RequestImpl* r = nullptr;
-  return inbox_.try_pop(r) ? r : nullptr;
+  return inbox_.try_pop_exclusive(r) ? r : nullptr;  // token holder: the only consumer
 }
 
 // ---------------------------------------------------------------------------

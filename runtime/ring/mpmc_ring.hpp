@@ -26,6 +26,9 @@
 //   try_push / try_pop            one item; false when full / empty.
 //   try_push_n / try_pop_n        up to n items with one ticket claim; return
 //                                 how many moved, in order (burst semantics).
+//   try_pop_exclusive / try_pop_n_exclusive
+//                                 the same for a caller that serialises its
+//                                 consumers: a store, no compare-exchange.
 //   size_approx                   a snapshot, exact only when quiescent.
 //
 //   Under contention try_pop may report empty while a producer that claimed an
@@ -197,6 +200,34 @@ class MpmcRing {
                                           std::memory_order_relaxed))
         return k;
     }
+  }
+
+  // Single-consumer forms of try_pop and try_pop_n, for a caller that never
+  // lets two pops (of any form) run at once: ioq's queues pop only while they
+  // hold their pop token, whose release/acquire hand-over orders one holder's
+  // store of head before the next holder's load. head cannot be stale, so a
+  // cell either is published for this lap or is not yet; the claim is a
+  // release store instead of a compare-exchange. Producers stay many.
+  [[nodiscard]] bool try_pop_exclusive(T& out) noexcept {
+    const std::uint64_t pos = idx_.head.load(std::memory_order_relaxed);
+    const std::size_t i = pos & mask_;
+    // acquire: pairs with the producer's release store of seq.
+    if (seq_[i].load(std::memory_order_acquire) != pos + 1) return false;  // empty
+    out = items_[i].load(std::memory_order_relaxed);
+    // release: the read above happens before a producer that acquires head
+    // reuses the cell (see room()).
+    idx_.head.store(pos + 1, std::memory_order_release);
+    return true;
+  }
+  [[nodiscard]] std::size_t try_pop_n_exclusive(T* out, std::size_t n) noexcept {
+    if (n == 0) return 0;
+    const std::uint64_t pos = idx_.head.load(std::memory_order_relaxed);
+    const std::size_t first = pos & mask_;
+    const std::size_t n1 = std::min(n, capacity_ - first);  // up to the array's end
+    std::size_t k = take_published(seq_ + first, items_ + first, out, n1, pos + 1);
+    if (k == n1 && k < n) k += take_published(seq_, items_, out + k, std::min(n - k, first), pos + k + 1);
+    if (k != 0) idx_.head.store(pos + k, std::memory_order_release);  // release: as in try_pop_exclusive
+    return k;
   }
 
  private:
