@@ -105,12 +105,24 @@ TEST(Misuse, EveryOperationOnACompletedRequestIsAlreadyCompleted) {
   EXPECT_EQ(r.stop_acknowledge(true), Status::usage_already_completed);
   EXPECT_EQ(rig.dev->verifier()[Status::usage_already_completed], 8u);
   EXPECT_EQ(rig.dev->verifier().total(), 8u);
-  // The queries are not operations: they answer "no such request", uncounted.
+  // validate() only asks "is there such a request": uncounted.
   EXPECT_EQ(r.validate(), Status::invalid_handle);
+  EXPECT_EQ(rig.dev->verifier().total(), 8u);
+  // Every getter reads the request, and it is gone: the zero value and a usage
+  // error each (as reading a deleted request is fatal in WDF).
   EXPECT_EQ(r.queue(), nullptr);
   EXPECT_FALSE(r.is_canceled());
+  EXPECT_FALSE(r.is_reserved());
   EXPECT_EQ(r.packet(), nullptr);
-  EXPECT_EQ(rig.dev->verifier().total(), 8u);
+  EXPECT_EQ(r.type(), RequestType::read);
+  EXPECT_EQ(r.offset(), 0u);
+  EXPECT_EQ(r.length(), 0u);
+  EXPECT_EQ(r.ioctl_code(), 0u);
+  EXPECT_EQ(r.buffer(), nullptr);
+  EXPECT_FALSE(r.file());
+  EXPECT_EQ(r.context_area(), nullptr);
+  EXPECT_EQ(rig.dev->verifier()[Status::usage_already_completed], 19u);
+  EXPECT_EQ(rig.dev->verifier().total(), 19u);
   EXPECT_EQ(other->get_state().queued, 0u);
   expect_all_settled(rig.packets);
 }
@@ -253,18 +265,22 @@ TEST(Misuse, StaleAndForgedHandlesAreRejected) {
   EXPECT_EQ(r.complete(Status::success), Status::invalid_handle);
   EXPECT_EQ(r.requeue(), Status::invalid_handle);
   EXPECT_EQ(r.mark_cancelable(noop_cancel), Status::invalid_handle);
-  EXPECT_EQ(r.validate(), Status::invalid_handle);
-  EXPECT_EQ(r.queue(), nullptr);
+  EXPECT_EQ(r.validate(), Status::invalid_handle);  // asks: uncounted
   EXPECT_EQ(rig.dev->verifier()[Status::invalid_handle], before + 3);
+  EXPECT_EQ(r.queue(), nullptr);  // reads: counted
+  EXPECT_EQ(rig.dev->verifier()[Status::invalid_handle], before + 4);
   // A forged handle (even generation, naming no live request) and the null one.
   EXPECT_EQ(Request(r.handle() + 1).complete(Status::success), Status::invalid_handle);
-  EXPECT_EQ(rig.dev->verifier()[Status::invalid_handle], before + 4);
+  EXPECT_EQ(Request(r.handle() + 1).length(), 0u);
+  EXPECT_EQ(rig.dev->verifier()[Status::invalid_handle], before + 6);
   // The null handle and a handle naming no slab name no device: refused, and
   // there is no device to count them against.
   EXPECT_EQ(Request().complete(Status::success), Status::invalid_handle);
+  EXPECT_EQ(Request().length(), 0u);
   EXPECT_EQ(Request(0xFF00000000000001ULL).complete(Status::success), Status::invalid_handle);
+  EXPECT_EQ(Request(0xFF00000000000001ULL).queue(), nullptr);
   EXPECT_EQ(rig.dev->cancel(r.handle()), Status::invalid_handle) << "cancel of a completed packet";
-  EXPECT_EQ(rig.dev->verifier()[Status::invalid_handle], before + 4);
+  EXPECT_EQ(rig.dev->verifier()[Status::invalid_handle], before + 6);
   rig.packets.expect_all_completed_once();
 }
 
@@ -792,6 +808,27 @@ const MisuseRow kRows[] = {
        EXPECT_EQ(cur.packet(), &rig.packets[1].packet);
        arm(rig, abort);
        const Status s = old.complete(Status::success);
+       EXPECT_EQ(cur.complete(Status::success), Status::success);
+       return s;
+     }},
+    {"GetterAfterCompletion", "handles: reading a request after it completed",
+     Status::usage_already_completed, "length",
+     [](Rig& rig, bool abort) {
+       Queue* q = manual_device(rig);
+       Request r = submit_retrieve(rig, q);
+       EXPECT_EQ(r.complete(Status::success), Status::success);
+       arm(rig, abort);
+       return r.length() == 0 ? Status::usage_already_completed : Status::success;
+     }},
+    {"GetterOnAReusedSlot", "handles: reading through a stale handle (its slot was reused since)",
+     Status::invalid_handle, "queue",
+     [](Rig& rig, bool abort) {
+       Queue* q = manual_device(rig, 1);  // one slot: every request reuses it
+       Request old = submit_retrieve(rig, q);
+       EXPECT_EQ(old.complete(Status::success), Status::success);
+       Request cur = submit_retrieve(rig, q);
+       arm(rig, abort);
+       const Status s = old.queue() == nullptr ? Status::invalid_handle : Status::success;
        EXPECT_EQ(cur.complete(Status::success), Status::success);
        return s;
      }},

@@ -88,14 +88,21 @@ class Request {
   Status stop_acknowledge(bool requeue) const noexcept;
   [[nodiscard]] bool is_reserved() const noexcept;
 
-  // success while the handle names a live request, else invalid_handle.
+  // success while the handle names a live request, else invalid_handle. The
+  // one query that may be asked of a stale handle: it counts nothing.
   [[nodiscard]] Status validate() const noexcept;
 
   // The queue that currently owns or holds the request (WdfRequestGetIoQueue);
   // nullptr for a stale handle.
+  //
+  // This and every getter below, is_canceled() and is_reserved(): a stale or
+  // forged handle naming the device's slab returns the zero/null value and is
+  // a usage error (usage_already_completed right after the request completed,
+  // invalid_handle once its slot is reused or for a forged handle), counted in
+  // Device::verifier() and fatal with abort-on-misuse.
   [[nodiscard]] Queue* queue() const noexcept;
 
-  // Parameters (WdfRequestGetParameters); zero/null for a stale handle.
+  // Parameters (WdfRequestGetParameters).
   [[nodiscard]] RequestType type() const noexcept;
   [[nodiscard]] std::uint64_t offset() const noexcept;
   [[nodiscard]] std::uint32_t length() const noexcept;

@@ -40,11 +40,24 @@ struct Live {
   std::uint64_t w = 0;
 };
 
-// The request behind a handle whose generation matches, else {nullptr}.
-Live live(std::uint64_t handle) noexcept {
+// The request behind a handle whose generation matches, else {nullptr}. A
+// handle that names a device's slab but no live request (completed, reused
+// since, or forged) is a usage error there, counted under `op` (as reading a
+// deleted request is fatal in WDF); validate() passes op = nullptr: asking is
+// its job, so it counts nothing. A handle naming no slab has no device to
+// count against.
+Live live(std::uint64_t handle, const char* op) noexcept {
   std::uint64_t w = 0;
   RequestImpl* r = detail::lookup(handle, w);
-  if (r == nullptr || rs::gen(w) != handle_generation(handle) || rs::where(w) == rs::kFree) return {};
+  if (r == nullptr) return {};
+  const std::uint32_t hgen = handle_generation(handle);
+  if (rs::gen(w) != hgen || (hgen & 1u) == 0 || rs::where(w) == rs::kFree) [[unlikely]] {
+    if (op != nullptr)
+      (void)r->device->usage(rs::gen(w) == hgen + 1 && (hgen & 1u) != 0 ? Status::usage_already_completed
+                                                                          : Status::invalid_handle,
+                             op);
+    return {};
+  }
   return {r, w};
 }
 
@@ -256,63 +269,63 @@ void detail::complete_claimed(const Claimed& c, Status status, std::uint64_t inf
 }
 
 bool Request::is_canceled() const noexcept {
-  const Live l = live(handle_);
+  const Live l = live(handle_, "is_canceled");
   return l.r != nullptr && (l.w & rs::kCanceled) != 0;
 }
 
 bool Request::is_reserved() const noexcept {
-  const Live l = live(handle_);
+  const Live l = live(handle_, "is_reserved");
   return l.r != nullptr && l.r->reserved_owner != nullptr;
 }
 
 Status Request::validate() const noexcept {
-  return live(handle_).r != nullptr ? Status::success : Status::invalid_handle;
+  return live(handle_, nullptr).r != nullptr ? Status::success : Status::invalid_handle;
 }
 
 Queue* Request::queue() const noexcept {
-  const Live l = live(handle_);
+  const Live l = live(handle_, "queue");
   if (l.r == nullptr) return nullptr;
   QueueImpl* q = l.r->queue.load(std::memory_order_acquire);
   return q != nullptr ? &q->facade() : nullptr;
 }
 
 namespace {
-const Packet* packet_of(std::uint64_t handle) noexcept {
-  const Live l = live(handle);
+const Packet* packet_of(std::uint64_t handle, const char* op) noexcept {
+  const Live l = live(handle, op);
   return l.r ? l.r->packet.load(std::memory_order_relaxed) : nullptr;
 }
 }  // namespace
 
 RequestType Request::type() const noexcept {
-  const Packet* p = packet_of(handle_);
+  const Packet* p = packet_of(handle_, "type");
   return p ? p->type : RequestType::read;
 }
 std::uint64_t Request::offset() const noexcept {
-  const Packet* p = packet_of(handle_);
+  const Packet* p = packet_of(handle_, "offset");
   return p ? p->offset : 0;
 }
 std::uint32_t Request::length() const noexcept {
-  const Packet* p = packet_of(handle_);
+  const Packet* p = packet_of(handle_, "length");
   return p ? p->length : 0;
 }
 std::uint32_t Request::ioctl_code() const noexcept {
-  const Packet* p = packet_of(handle_);
+  const Packet* p = packet_of(handle_, "ioctl_code");
   return p ? p->ioctl_code : 0;
 }
 void* Request::buffer() const noexcept {
-  const Packet* p = packet_of(handle_);
+  const Packet* p = packet_of(handle_, "buffer");
   return p ? p->buffer : nullptr;
 }
 FileHandle Request::file() const noexcept {
-  const Packet* p = packet_of(handle_);
+  const Packet* p = packet_of(handle_, "file");
   return p ? p->file : FileHandle{};
 }
 Packet* Request::packet() const noexcept {
-  const Live l = live(handle_);
+  const Live l = live(handle_, "packet");
   return l.r ? l.r->packet.load(std::memory_order_relaxed) : nullptr;
 }
 void* Request::context_area() const noexcept {
-  const Live l = live(handle_);
+  const Live l = live(handle_, "context_area");
   if (l.r == nullptr || l.r->slab->context_bytes() == 0) return nullptr;
   return l.r->slab->context(l.r->index);
 }

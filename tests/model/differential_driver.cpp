@@ -1348,7 +1348,7 @@ class ModelTarget final : public Target {
     const model::Queue* q = r.queue();
     return std::string("canceled=") + (r.is_canceled() ? "1" : "0") + " reserved=" + (r.is_reserved() ? "1" : "0") +
            " queue=" + std::to_string(q ? static_cast<int>(q->index()) : -1) +
-           " valid=" + (r.packet() != nullptr ? "1" : "0");
+           " valid=" + (r.validate() == Status::success ? "1" : "0");
   }
   Status retrieve_next(int q, int& out) override {
     model::Request r;

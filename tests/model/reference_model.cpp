@@ -997,24 +997,35 @@ Status Request::stop_acknowledge(bool requeue) const {
   return Status::success;
 }
 
+const Req* Request::live_or_report() const {
+  if (dev_ == nullptr || h_ == 0) return nullptr;  // the null request: names nothing, not counted
+  const Req* r = dev_->live(h_);
+  if (r == nullptr) (void)dev_->usage(Status::usage_already_completed);
+  return r;
+}
+
 bool Request::is_canceled() const {
-  const Req* r = dev_ ? dev_->live(h_) : nullptr;
+  const Req* r = live_or_report();
   return r != nullptr && r->canceled;
 }
 
 bool Request::is_reserved() const {
-  const Req* r = dev_ ? dev_->live(h_) : nullptr;
+  const Req* r = live_or_report();
   return r != nullptr && r->reserved_owner != nullptr;
 }
 
 Queue* Request::queue() const {
-  const Req* r = dev_ ? dev_->live(h_) : nullptr;
+  const Req* r = live_or_report();
   return r != nullptr ? r->queue : nullptr;
 }
 
 Packet* Request::packet() const {
-  const Req* r = dev_ ? dev_->live(h_) : nullptr;
+  const Req* r = live_or_report();
   return r != nullptr ? r->packet : nullptr;
+}
+
+Status Request::validate() const {
+  return dev_ != nullptr && dev_->live(h_) != nullptr ? Status::success : Status::invalid_handle;
 }
 
 }  // namespace ioq::model

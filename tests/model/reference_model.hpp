@@ -142,10 +142,15 @@ class Request {
   Status stop_acknowledge(bool requeue) const;
   [[nodiscard]] bool is_canceled() const;
   [[nodiscard]] bool is_reserved() const;
+  // These four on a handle that names no live request: the zero value and a
+  // usage error (usage_already_completed); validate() only asks.
   [[nodiscard]] Queue* queue() const;
   [[nodiscard]] Packet* packet() const;
+  [[nodiscard]] Status validate() const;
 
  private:
+  // The live request, or nullptr (a usage error unless the handle is null).
+  [[nodiscard]] const Req* live_or_report() const;
   Device* dev_ = nullptr;
   std::uint64_t h_ = 0;
 };
