@@ -73,7 +73,7 @@ void BM_UringNop_Bare(benchmark::State& state) {
     }
   }
   io_uring_queue_exit(&ring);
-  if (done != state.iterations() * batch) state.SkipWithError("a no-op failed");
+  if (done != static_cast<std::uint64_t>(state.iterations()) * batch) state.SkipWithError("a no-op failed");
   state.SetItemsProcessed(static_cast<std::int64_t>(done));
 }
 
@@ -99,7 +99,7 @@ struct IoqNop {
     if (!r) return "Runtime::create failed";
     rt = std::move(*r);
     rt->bind_thread(0);
-    auto t = UringTarget::create(*rt, {.depth = kMaxBatch, .nop = true});
+    auto t = UringTarget::create(*rt, {.path = {}, .depth = kMaxBatch, .nop = true});
     if (!t) return "UringTarget::create failed (io_uring unavailable?)";
     target = std::move(*t);
     auto d = Device::create({.max_requests = 1024, .runtime = rt.get(), .name = "uring_bench"});

@@ -177,7 +177,7 @@ void soak(const SoakRun& run, bool paging_policy) {
         s.p.status = Status::pending;
         s.p.type = RequestType::read;
         s.p.length = 512;
-        s.p.flags = (paging_policy && (rng() & 1)) ? kPacketPaging : 0;
+        s.p.flags = (paging_policy && (rng() & 1)) ? static_cast<std::uint32_t>(kPacketPaging) : 0u;
         s.p.on_complete = on_complete;
         s.p.user = &s;
         s.submitter = t;
@@ -215,8 +215,9 @@ void soak(const SoakRun& run, bool paging_policy) {
   EXPECT_EQ(st.parked, 0u);
   EXPECT_EQ(dev.stats().free_requests, 256u) << "every normal request came back";
   EXPECT_EQ(dev.verifier().total(), 0u);
-  if (run.mode == FaultInjector::Mode::always && !paging_policy)
+  if (run.mode == FaultInjector::Mode::always && !paging_policy) {
     EXPECT_EQ(state.served_reserved.load(), expected) << "with allocation always failing, all were reserved";
+  }
   EXPECT_GT(st.reserved_used, 0u);
   std::printf("forward progress %s %.0f%% reserved=%u: %llu packets, %llu reserved, %llu parked\n",
               run.mode == FaultInjector::Mode::always ? "always" : "percent", run.percent, run.reserved,
