@@ -787,6 +787,25 @@ Request submit_retrieve(Rig& rig, Queue* q) {
 
 void cb_count(Queue&, void* ctx) { ++*static_cast<int*>(ctx); }
 
+// A request of a fresh manual device, retrieved and completed: a stale handle
+// one step past its generation.
+Request completed_request(Rig& rig) {
+  Request r = submit_retrieve(rig, manual_device(rig));
+  EXPECT_EQ(r.complete(Status::success), Status::success);
+  return r;
+}
+
+// A one-slot device whose first request completed and whose second now holds
+// the slot: returns the first (stale, its slot reused); `cur` is the second.
+Request reused_slot(Rig& rig, Request& cur) {
+  Queue* q = manual_device(rig, 1);
+  Request old = submit_retrieve(rig, q);
+  EXPECT_EQ(old.complete(Status::success), Status::success);
+  cur = submit_retrieve(rig, q);
+  EXPECT_EQ(cur.packet(), &rig.packets[1].packet);
+  return old;
+}
+
 const MisuseRow kRows[] = {
     {"ForgedHandle", "handles: a forged handle (its generation names no request)",
      Status::invalid_handle, "complete",
@@ -801,11 +820,8 @@ const MisuseRow kRows[] = {
     {"StaleHandle", "handles: a stale handle (its slot was reused since)",
      Status::invalid_handle, "complete",
      [](Rig& rig, bool abort) {
-       Queue* q = manual_device(rig, 1);  // one slot: every request reuses it
-       Request old = submit_retrieve(rig, q);
-       EXPECT_EQ(old.complete(Status::success), Status::success);
-       Request cur = submit_retrieve(rig, q);
-       EXPECT_EQ(cur.packet(), &rig.packets[1].packet);
+       Request cur;
+       const Request old = reused_slot(rig, cur);
        arm(rig, abort);
        const Status s = old.complete(Status::success);
        EXPECT_EQ(cur.complete(Status::success), Status::success);
@@ -814,19 +830,15 @@ const MisuseRow kRows[] = {
     {"GetterAfterCompletion", "handles: reading a request after it completed",
      Status::usage_already_completed, "length",
      [](Rig& rig, bool abort) {
-       Queue* q = manual_device(rig);
-       Request r = submit_retrieve(rig, q);
-       EXPECT_EQ(r.complete(Status::success), Status::success);
+       const Request r = completed_request(rig);
        arm(rig, abort);
        return r.length() == 0 ? Status::usage_already_completed : Status::success;
      }},
     {"GetterOnAReusedSlot", "handles: reading through a stale handle (its slot was reused since)",
      Status::invalid_handle, "queue",
      [](Rig& rig, bool abort) {
-       Queue* q = manual_device(rig, 1);  // one slot: every request reuses it
-       Request old = submit_retrieve(rig, q);
-       EXPECT_EQ(old.complete(Status::success), Status::success);
-       Request cur = submit_retrieve(rig, q);
+       Request cur;
+       const Request old = reused_slot(rig, cur);
        arm(rig, abort);
        const Status s = old.queue() == nullptr ? Status::invalid_handle : Status::success;
        EXPECT_EQ(cur.complete(Status::success), Status::success);
@@ -835,9 +847,7 @@ const MisuseRow kRows[] = {
     {"DoubleCompletion", "I1: a second completion",
      Status::usage_already_completed, "complete",
      [](Rig& rig, bool abort) {
-       Queue* q = manual_device(rig);
-       Request r = submit_retrieve(rig, q);
-       EXPECT_EQ(r.complete(Status::success), Status::success);
+       const Request r = completed_request(rig);
        arm(rig, abort);
        return r.complete(Status::success);
      }},
