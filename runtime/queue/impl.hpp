@@ -242,8 +242,16 @@ class QueueImpl final : public Queue {
   RequestImpl* take_all_queued_locked(bool only_canceled) noexcept;
   void dispose_list(RequestImpl* list) noexcept;
   void cancel_cancelable_owned() noexcept;
-  // Puts r (already counted in Q and I, state QUEUED) into the inbox.
-  void insert_counted(RequestImpl* r, std::uint32_t gen) noexcept;
+  // What an inserter holds between its Accept check (Q+1) and the end of its
+  // insert: an inserter count (I+1), or the pop token when it was free.
+  enum class Hold : bool { inserter, token };
+  // A token hold becomes an inserter hold (before anything that may run a
+  // callback while the request is not inserted yet).
+  void to_inserter(Hold& hold) noexcept;
+  // Puts r (counted in Q, held as `hold`, state QUEUED) into the queue: with
+  // the token, into the FIFO (or behind the inbox's requests) and releases
+  // the token; else into the inbox, and drops the inserter count.
+  void insert_counted(RequestImpl* r, std::uint32_t gen, Hold hold) noexcept;
   // After a push: if r was canceled meanwhile, make sure someone removes it.
   void recheck_canceled(RequestImpl* r, std::uint32_t gen) noexcept;
   void wait_no_dispatcher() noexcept;

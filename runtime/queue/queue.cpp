@@ -137,16 +137,23 @@ bool QueueImpl::work_for(std::uint64_t s, std::uint32_t x_self) const noexcept {
 
 bool QueueImpl::update(std::uint64_t add, std::uint64_t sub, std::uint64_t or_bits,
                        std::uint64_t clear_bits, bool parallel_entry, bool ready_if_empty) noexcept {
-  const bool in_loop = thread_in_loop_of(this);
-  // A queue with a home core has one loop task: only its home core enters in
-  // parallel with a running loop.
-  parallel_entry = parallel_entry && on_home_core();
+  // Whether this thread may take a loop slot, worked out only when there is
+  // work to enter for (most updates find none): not from inside the loop, and
+  // with a thread already in it only when `parallel_entry` and, for a queue
+  // with a home core, on that core (it has one loop task).
+  int may_enter = -1;  // unknown
+  auto can_enter = [&](std::uint64_t ns) {
+    if (may_enter < 0) may_enter = !thread_in_loop_of(this);
+    if (!may_enter) return false;
+    if (X(ns) == 0) return true;
+    return parallel_entry && on_home_core();
+  };
   std::uint64_t s = st_.load(std::memory_order_relaxed);
   for (;;) {
     std::uint64_t ns = ((s + add - sub) | or_bits) & ~clear_bits;
     if (ready_if_empty && is_manual() && Q(s) == 0) ns |= kReady;
     bool enter = false;
-    if (!in_loop && X(ns) < kThreadMask && (X(ns) == 0 || parallel_entry) && work_for(ns, 0)) {
+    if (X(ns) < kThreadMask && (X(ns) == 0 || parallel_entry) && work_for(ns, 0) && can_enter(ns)) {
       ns += kX1;
       enter = true;
     }
@@ -282,6 +289,7 @@ void QueueImpl::arrive(RequestImpl* r) noexcept {
   const bool fast_ok =
       !in_loop && !is_manual() && cfg_.execution == ExecutionLevel::dispatch && on_home_core();
   std::uint64_t s = st_.load(std::memory_order_acquire);
+  Hold hold = Hold::inserter;
   for (;;) {
     if (!(s & kAccept)) {
       count(kRejected);
@@ -301,16 +309,23 @@ void QueueImpl::arrive(RequestImpl* r) noexcept {
       }
       continue;
     }
-    if (I(s) >= kThreadMask - 1) {  // more inserters than the field holds: wait a moment
+    // Slow path: reserve a queued slot, holding the pop token when it is free
+    // (insert_counted links the request into the FIFO itself), else counting
+    // an inserter in flight (it pushes into the inbox).
+    const bool token = !(s & kToken);
+    if (!token && I(s) >= kThreadMask - 1) {  // more inserters than the field holds: wait a moment
       std::this_thread::yield();
       s = st_.load(std::memory_order_acquire);
       continue;
     }
-    std::uint64_t ns = s + kQ1 + kI1;
+    std::uint64_t ns = s + kQ1 + (token ? kToken : kI1);
     if (is_manual() && Q(s) == 0) ns |= kReady;
     // acq_rel: the accept check and the reservation are one step, ordered
     // against stop/drain/purge's compare-exchanges on the same word.
-    if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+    if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      hold = token ? Hold::token : Hold::inserter;
+      break;
+    }
   }
   count(kArrived);
   r->queue.store(this, std::memory_order_release);
@@ -318,6 +333,7 @@ void QueueImpl::arrive(RequestImpl* r) noexcept {
   for (;;) {
     if (w & rs::kCanceled) {
       // Already canceled and it must be queued: the insert fails, cancelled.
+      to_inserter(hold);  // the packet's callback runs below: never under the token
       if (r->word().compare_exchange_weak(w, rs::with_where(w, rs::kCompleting),
                                           std::memory_order_acq_rel, std::memory_order_acquire)) {
         count(kCancelled);
@@ -332,7 +348,7 @@ void QueueImpl::arrive(RequestImpl* r) noexcept {
                                         std::memory_order_acquire))
       break;
   }
-  insert_counted(r, rs::gen(w));
+  insert_counted(r, rs::gen(w), hold);
 }
 
 void QueueImpl::arrive_batch(RequestImpl* const* rs, std::size_t n) noexcept {
@@ -363,7 +379,30 @@ void QueueImpl::arrive_batch(RequestImpl* const* rs, std::size_t n) noexcept {
   for (std::size_t i = 0; i < n; ++i) arrive(rs[i]);
 }
 
-void QueueImpl::insert_counted(RequestImpl* r, std::uint32_t gen) noexcept {
+void QueueImpl::to_inserter(Hold& hold) noexcept {
+  if (hold != Hold::token) return;
+  // The token becomes an inserter count: Q - I drops back by the request not
+  // yet inserted, so no work appears and nobody needs to enter the loop.
+  st_.fetch_add(kI1 - kToken, std::memory_order_acq_rel);
+  hold = Hold::inserter;
+}
+
+void QueueImpl::insert_counted(RequestImpl* r, std::uint32_t gen, Hold hold) noexcept {
+  if (hold == Hold::token) {
+    // Only token holders pop the inbox, so it stays empty of older requests
+    // once seen empty here: r goes straight to the FIFO's tail (no push), and
+    // anything pushed meanwhile is newer. Otherwise r goes behind the inbox's
+    // requests. Either way it is in place before the token is released, and a
+    // canceller (who takes the token to look for it) finds it: no recheck.
+    if (inbox_.claimed_tickets() == inbox_.consumed_tickets()) {
+      append_locked(r);
+    } else {
+      Backoff backoff;
+      while (!inbox_.try_push(r)) backoff.pause();
+    }
+    if (update(0, 0, 0, kToken, /*parallel_entry=*/true)) enter_loop();
+    return;
+  }
   // The inbox holds every request of the device at once, so a push can only
   // fail against a momentarily stale head; retry.
   Backoff backoff;
@@ -388,11 +427,22 @@ void QueueImpl::recheck_canceled(RequestImpl* r, std::uint32_t gen) noexcept {
 Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w, bool* completed, bool* notified) noexcept {
   if (sharded()) return shard_for_caller().accept_forward(r, w, completed, notified);
   std::uint64_t s = st_.load(std::memory_order_acquire);
+  Hold hold = Hold::inserter;
   for (;;) {
     if (!(s & kAccept)) return Status::wdf_busy;
-    std::uint64_t ns = s + kQ1 + kI1;
+    // As in arrive(): the pop token when it is free, else an inserter count.
+    const bool token = !(s & kToken);
+    if (!token && I(s) >= kThreadMask - 1) {
+      std::this_thread::yield();
+      s = st_.load(std::memory_order_acquire);
+      continue;
+    }
+    std::uint64_t ns = s + kQ1 + (token ? kToken : kI1);
     if (is_manual() && Q(s) == 0) ns |= kReady;
-    if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+    if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      hold = token ? Hold::token : Hold::inserter;
+      break;
+    }
   }
   QueueImpl* source = r->queue.load(std::memory_order_relaxed);
   r->queue.store(this, std::memory_order_release);
@@ -407,12 +457,14 @@ Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w, bool* complete
   for (;;) {
     if (rs::where(w) != rs::kOwned || (w & rs::kHandOver) || rs::cancel_pending(w)) {
       // The driver changed the request under us (a usage error it will see).
+      to_inserter(hold);
       r->queue.store(source, std::memory_order_release);
       if (update(0, kQ1 + kI1, 0, 0, false)) enter_loop();
       return rs::cancel_pending(w) ? Status::usage_cancelable : Status::usage_not_owned;
     }
     if (w & rs::kCanceled) {
       // Already canceled: this queue's cancel path runs at once (spec 5.1).
+      to_inserter(hold);  // never hold the token across the paths below
       if (cfg_.on_canceled_on_queue != nullptr) {
         // Handed over through this queue: not the driver's until the callback
         // has it. Clear the source's power marks before this queue's loop can
@@ -440,7 +492,7 @@ Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w, bool* complete
       break;
   }
   *notified = (w & rs::kStopNotified) != 0;
-  insert_counted(r, rs::gen(w));
+  insert_counted(r, rs::gen(w), hold);
   return Status::success;
 }
 

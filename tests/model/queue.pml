@@ -669,6 +669,30 @@ inline insert_counted(rr) {
   fi
 }
 
+/* QueueImpl::insert_counted() with the pop token held (Hold::token): an inbox
+ * with no ticket left to consume (claimed == consumed) means r goes straight to
+ * the FIFO's tail; else r is pushed behind the inbox's requests. Then the token
+ * is released by update(0, 0, 0, kToken, parallel_entry = true). The emptiness
+ * check and the append are one step here: only token holders look at the FIFO,
+ * and a ticket claimed between the two is popped after r in the code as in the
+ * model. No recheck_canceled(): a canceller takes the token to look for r, so
+ * it finds r in place. */
+inline insert_token(rr) {
+  atomic {
+    tk = ring_tail; ring_item[tk] = rr; ring_tail++;
+    if
+    :: ring_head + 1 == ring_tail ->                         /* inbox empty: into the FIFO */
+       ring_pub[tk] = 1; ring_head++; in_fifo[rr] = 1; tk = 0; ok = 1
+    :: else -> ok = 0                                         /* try_push: claim */
+    fi
+  };
+  if
+  :: !ok -> atomic { ring_pub[tk] = 1; tk = 0 }              /* publish */
+  :: else -> ok = 0
+  fi;
+  update(0, 0, 0, TOKEN, 1)
+}
+
 /* QueueImpl::arrive() for a thread not in the loop of this queue (fast_ok). */
 inline arrive(rr) {
   atomic {
@@ -677,7 +701,13 @@ inline arrive(rr) {
     :: (st & ACCEPT) && CAN_DISPATCH(st) && !(st & (EVENTS | IDLEARMED | PURGEARMED)) &&
        QC(st) == 0 && IC(st) == 0 && DC(st) < LIMIT ->
        st = st + D1 + X1; ar = 1                      /* fast path: a driver slot and a loop slot */
-    :: else -> st = st + Q1 + I1; ar = 2              /* reserve a queued slot (Accept checked) */
+    /* reserve a queued slot (Accept checked): with the pop token when it is
+     * free (Hold::token), else as an inserter in flight */
+    :: else ->
+       if
+       :: !(st & TOKEN) -> st = st + Q1 + TOKEN; ar = 3
+       :: else -> st = st + Q1 + I1; ar = 2
+       fi
     fi
   };
   if
@@ -706,6 +736,21 @@ inline arrive(rr) {
         update(0, Q1 + I1, 0, 0, 0)
      :: else ->
         insert_counted(rr)
+     fi
+  :: ar == 3 ->
+     atomic {
+       ar = 0;
+       if
+       :: rw[rr] & RCANCELED -> st = st + I1 - TOKEN; ok = 1  /* to_inserter(): before the callback */
+       :: else -> rw[rr] = WITH_WHERE(rw[rr], QUEUED); ok = 0
+       fi
+     };
+     if
+     :: ok ->
+        atomic { ok = 0; FINISH_PACKET(rr) };               /* cancelled, as with ar == 2 */
+        update(0, Q1 + I1, 0, 0, 0)
+     :: else ->
+        insert_token(rr)
      fi
   fi
 }

@@ -107,6 +107,7 @@ fi
 
 limit_s=300        # per verifier run
 memlim_mb=1024     # pan's -DMEMLIM (exact search)
+progress_memlim_mb=2048  # the progress search stores more per state (about 1.1 GB for seq-progress)
 
 # Generates, compiles and runs one configuration in $work/NAME; the verdict
 # goes to $work/NAME/verdict (first word PASS or FAIL).
@@ -126,7 +127,7 @@ check() {
     local cflags=(-O0 -w -DSAFETY -DMEMLIM=$memlim_mb) pflags=(-m20000)
     case $mode in
       bitstate) cflags=(-O0 -w -DSAFETY -DBITSTATE); pflags=(-m20000 -w28) ;;
-      progress) cflags=(-O0 -w -DNP -DCOLLAPSE -DMEMLIM=$memlim_mb); pflags=(-m20000 -l -f) ;;
+      progress) cflags=(-O0 -w -DNP -DCOLLAPSE -DMEMLIM=$progress_memlim_mb); pflags=(-m20000 -l -f) ;;
       *) cflags+=(-DCOLLAPSE) ;;
     esac
     if ! "$cc" "${cflags[@]}" -o pan pan.c >cc.out 2>&1; then
