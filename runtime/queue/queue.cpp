@@ -125,7 +125,7 @@ bool QueueImpl::has_handler_for(RequestType t) const noexcept {
 // ---------------------------------------------------------------------------
 // The state word
 
-bool QueueImpl::work_for(std::uint64_t s, std::uint32_t x_self) const noexcept {
+[[gnu::always_inline]] inline bool QueueImpl::work_for(std::uint64_t s, std::uint32_t x_self) const noexcept {
   if ((s & kEvents) && !(s & kBarrier)) return true;
   if ((s & kIdleArmed) && D(s) == 0 && X(s) == x_self) return true;
   if ((s & kPurgeArmed) && D(s) == 0 && Q(s) == 0 && I(s) == 0 && X(s) == x_self) return true;
