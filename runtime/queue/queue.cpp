@@ -382,8 +382,19 @@ void QueueImpl::arrive_batch(RequestImpl* const* rs, std::size_t n) noexcept {
 void QueueImpl::to_inserter(Hold& hold) noexcept {
   if (hold != Hold::token) return;
   // The token becomes an inserter count: Q - I drops back by the request not
-  // yet inserted, so no work appears and nobody needs to enter the loop.
-  st_.fetch_add(kI1 - kToken, std::memory_order_acq_rel);
+  // yet inserted, so no work appears and nobody needs to enter the loop. As
+  // in arrive(), wait while the inserter field is full (inserters in flight
+  // finish without the token).
+  std::uint64_t s = st_.load(std::memory_order_relaxed);
+  for (;;) {
+    if (I(s) >= kThreadMask - 1) {
+      std::this_thread::yield();
+      s = st_.load(std::memory_order_relaxed);
+      continue;
+    }
+    if (st_.compare_exchange_weak(s, s + kI1 - kToken, std::memory_order_acq_rel, std::memory_order_relaxed))
+      break;
+  }
   hold = Hold::inserter;
 }
 
