@@ -245,6 +245,9 @@ class QueueImpl final : public Queue {
   // What an inserter holds between its Accept check (Q+1) and the end of its
   // insert: an inserter count (I+1), or the pop token when it was free.
   enum class Hold : bool { inserter, token };
+  // One attempt to reserve a queued slot in state s (Accept already checked
+  // on s): true with `hold` set, or false with s reloaded (retry).
+  bool try_reserve(std::uint64_t& s, Hold& hold) noexcept;
   // A token hold becomes an inserter hold (before anything that may run a
   // callback while the request is not inserted yet).
   void to_inserter(Hold& hold) noexcept;

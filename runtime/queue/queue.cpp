@@ -309,23 +309,7 @@ void QueueImpl::arrive(RequestImpl* r) noexcept {
       }
       continue;
     }
-    // Slow path: reserve a queued slot, holding the pop token when it is free
-    // (insert_counted links the request into the FIFO itself), else counting
-    // an inserter in flight (it pushes into the inbox).
-    const bool token = !(s & kToken);
-    if (!token && I(s) >= kThreadMask - 1) {  // more inserters than the field holds: wait a moment
-      std::this_thread::yield();
-      s = st_.load(std::memory_order_acquire);
-      continue;
-    }
-    std::uint64_t ns = s + kQ1 + (token ? kToken : kI1);
-    if (is_manual() && Q(s) == 0) ns |= kReady;
-    // acq_rel: the accept check and the reservation are one step, ordered
-    // against stop/drain/purge's compare-exchanges on the same word.
-    if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_acquire)) {
-      hold = token ? Hold::token : Hold::inserter;
-      break;
-    }
+    if (try_reserve(s, hold)) break;
   }
   count(kArrived);
   r->queue.store(this, std::memory_order_release);
@@ -377,6 +361,25 @@ void QueueImpl::arrive_batch(RequestImpl* const* rs, std::size_t n) noexcept {
     }
   }
   for (std::size_t i = 0; i < n; ++i) arrive(rs[i]);
+}
+
+bool QueueImpl::try_reserve(std::uint64_t& s, Hold& hold) noexcept {
+  // A queued slot, holding the pop token when it is free (insert_counted then
+  // links the request into the FIFO itself), else counting an inserter in
+  // flight (it pushes into the inbox).
+  const bool token = !(s & kToken);
+  if (!token && I(s) >= kThreadMask - 1) {  // more inserters than the field holds: wait a moment
+    std::this_thread::yield();
+    s = st_.load(std::memory_order_acquire);
+    return false;
+  }
+  std::uint64_t ns = s + kQ1 + (token ? kToken : kI1);
+  if (is_manual() && Q(s) == 0) ns |= kReady;
+  // acq_rel: the accept check (the caller's, on s) and the reservation are one
+  // step, ordered against stop/drain/purge's compare-exchanges on the same word.
+  if (!st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_acquire)) return false;
+  hold = token ? Hold::token : Hold::inserter;
+  return true;
 }
 
 void QueueImpl::to_inserter(Hold& hold) noexcept {
@@ -441,19 +444,7 @@ Status QueueImpl::accept_forward(RequestImpl* r, std::uint64_t w, bool* complete
   Hold hold = Hold::inserter;
   for (;;) {
     if (!(s & kAccept)) return Status::wdf_busy;
-    // As in arrive(): the pop token when it is free, else an inserter count.
-    const bool token = !(s & kToken);
-    if (!token && I(s) >= kThreadMask - 1) {
-      std::this_thread::yield();
-      s = st_.load(std::memory_order_acquire);
-      continue;
-    }
-    std::uint64_t ns = s + kQ1 + (token ? kToken : kI1);
-    if (is_manual() && Q(s) == 0) ns |= kReady;
-    if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_acquire)) {
-      hold = token ? Hold::token : Hold::inserter;
-      break;
-    }
+    if (try_reserve(s, hold)) break;
   }
   QueueImpl* source = r->queue.load(std::memory_order_relaxed);
   r->queue.store(this, std::memory_order_release);
