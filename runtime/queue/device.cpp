@@ -255,9 +255,8 @@ RequestImpl* DeviceImpl::bind(const Slab::Allocation& a, Packet& p) noexcept {
   r->queue.store(nullptr, std::memory_order_relaxed);
   r->cancel_cb.store(nullptr, std::memory_order_relaxed);
   r->fifo_of.store(nullptr, std::memory_order_relaxed);
-  // release: the bound packet is visible to whoever learns the handle.
-  r->word().store(rs::with_where(handle_generation(a.handle), rs::kNew), std::memory_order_release);
-  std::atomic_ref<std::uint64_t>(p.request).store(a.handle, std::memory_order_release);
+  // Relaxed: the slot is this thread's until publish() releases the handle.
+  r->word().store(rs::with_where(handle_generation(a.handle), rs::kNew), std::memory_order_relaxed);
   return r;
 }
 
@@ -271,6 +270,12 @@ Status DeviceImpl::submit_impl(Packet& p) noexcept {
   counters_.add(kSubmitted);
   if (const Slab::Allocation a = slab_->allocate(); a.status == Status::success) {
     RequestImpl* r = bind(a, p);
+    if (!q->has_fp_allocate_hook()) {
+      q->arrive(r, /*published=*/false);
+      return Status::pending;
+    }
+    // The driver sees the request before it arrives: publish it first.
+    r->publish(r->word().load(std::memory_order_relaxed));
     if (q->fp_allocate_request_resources(r)) {
       q->arrive(r);
       return Status::pending;
@@ -290,8 +295,9 @@ Status DeviceImpl::submit_batch_impl(Packet* const* packets, std::size_t n) noex
   RequestImpl* batch[kMax];
   std::size_t nb = 0;
   QueueImpl* bq = nullptr;
+  bool bpublished = false;  // the batch's handles are published (bq's allocate hook)
   auto flush = [&] {
-    if (nb != 0) bq->arrive_batch(batch, nb);
+    if (nb != 0) bq->arrive_batch(batch, nb, bpublished);
     nb = 0;
   };
   std::uint64_t accepted = 0;
@@ -307,7 +313,9 @@ Status DeviceImpl::submit_batch_impl(Packet* const* packets, std::size_t n) noex
     ++accepted;
     const Slab::Allocation a = slab_->allocate();
     RequestImpl* r = a.status == Status::success ? bind(a, p) : nullptr;
-    if (r != nullptr && !q->fp_allocate_request_resources(r)) {
+    const bool hooked = r != nullptr && q->has_fp_allocate_hook();
+    if (hooked) r->publish(r->word().load(std::memory_order_relaxed));
+    if (hooked && !q->fp_allocate_request_resources(r)) {
       r->packet.store(nullptr, std::memory_order_relaxed);
       std::atomic_ref<std::uint64_t>(p.request).store(0, std::memory_order_relaxed);
       slab_->release_owned(r->index);
@@ -318,9 +326,10 @@ Status DeviceImpl::submit_batch_impl(Packet* const* packets, std::size_t n) noex
       q->arrive_without_request(p);
       continue;
     }
-    if (q != bq || nb == kMax) {
+    if (q != bq || hooked != bpublished || nb == kMax) {
       flush();
       bq = q;
+      bpublished = hooked;
     }
     batch[nb++] = r;
   }

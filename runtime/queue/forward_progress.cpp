@@ -102,6 +102,11 @@ ForwardProgressStats QueueImpl::fp_stats() const noexcept {
   return out;
 }
 
+bool QueueImpl::has_fp_allocate_hook() const noexcept {
+  const ForwardProgress* f = fp();
+  return f != nullptr && f->cfg.allocate_request_resources != nullptr;
+}
+
 bool QueueImpl::fp_allocate_request_resources(RequestImpl* r) noexcept {
   ForwardProgress* f = fp();
   if (f == nullptr || f->cfg.allocate_request_resources == nullptr) return true;

@@ -79,6 +79,14 @@ struct RequestImpl {
   [[nodiscard]] std::uint64_t handle_for(std::uint64_t w) const noexcept {
     return make_handle(slab->id(), index, rs::gen(w));
   }
+  // Publishes the handle in the bound packet (w: the word it was bound with),
+  // from where Device::cancel(Packet&) reads it. Until then nothing but the
+  // submitting thread can reach the request. release: the word and bindings
+  // are visible to whoever reads the handle.
+  void publish(std::uint64_t w) const noexcept {
+    std::atomic_ref<std::uint64_t>(packet.load(std::memory_order_relaxed)->request)
+        .store(handle_for(w), std::memory_order_release);
+  }
 };
 
 // Resolves a handle to its request and current state word. Returns nullptr for
@@ -118,11 +126,13 @@ class QueueImpl final : public Queue {
   bool is_manual() const noexcept { return cfg_.dispatch == DispatchType::manual; }
 
   // ---- data path ----
-  // A new request (state kNew) routed here by submit.
-  void arrive(RequestImpl* r) noexcept;
+  // A new request (state kNew) routed here by submit. `published`: its handle
+  // is in its packet already; if not, arrive() publishes it, after making it
+  // owned and presented with a plain store when it takes the fast path.
+  void arrive(RequestImpl* r, bool published = true) noexcept;
   std::uint64_t take_presented(RequestImpl* r) noexcept;
-  // n new requests, in order (submit_batch).
-  void arrive_batch(RequestImpl* const* rs, std::size_t n) noexcept;
+  // n new requests, in order (submit_batch); `published` as for arrive().
+  void arrive_batch(RequestImpl* const* rs, std::size_t n, bool published) noexcept;
   // Inserts a request the driver owns through another queue (forward) or a
   // forwarded-in one; wdf_busy when not accepting (nothing changed). Sets
   // *completed when r was already canceled and its packet completed here: a
@@ -161,6 +171,9 @@ class QueueImpl final : public Queue {
   // Allocation succeeded: run allocate_request_resources if registered.
   // Returns false when it refused the request (the caller frees it).
   bool fp_allocate_request_resources(RequestImpl* r) noexcept;
+  // Whether this queue has the allocate-resources callback (the driver sees a
+  // new request before it arrives, so its handle is published first).
+  bool has_fp_allocate_hook() const noexcept;
   // A reserved request of this queue finished its packet: serve the oldest
   // parked packet with it, or put it back on the free list.
   void fp_return(RequestImpl* r) noexcept;
@@ -378,7 +391,8 @@ class DeviceImpl final : public Device {
   // Routing of a packet: the queue, or nullptr when the packet was completed
   // or passed down instead (pending is then already set as submit returns).
   QueueImpl* route(Packet& p) noexcept;
-  // Binds an allocated slot to p (state kNew).
+  // Binds an allocated slot to p (state kNew), without publishing the handle
+  // (RequestImpl::publish).
   RequestImpl* bind(const Slab::Allocation& a, Packet& p) noexcept;
   Status cancel_impl(std::uint64_t handle) noexcept;
   FileHandle open_file_impl() noexcept;

@@ -280,9 +280,9 @@ std::uint64_t QueueImpl::take_presented(RequestImpl* r) noexcept {
   return rs::with_where(w, rs::kOwned) | rs::kPresented;
 }
 
-void QueueImpl::arrive(RequestImpl* r) noexcept {
+void QueueImpl::arrive(RequestImpl* r, bool published) noexcept {
   if (sharded()) {
-    shard_for_caller().arrive(r);
+    shard_for_caller().arrive(r, published);
     return;
   }
   const bool in_loop = thread_in_loop_of(this);
@@ -291,6 +291,25 @@ void QueueImpl::arrive(RequestImpl* r) noexcept {
   std::uint64_t s = st_.load(std::memory_order_acquire);
   Hold hold = Hold::inserter;
   for (;;) {
+    if (!published) {  // every path but the fast one publishes first
+      const bool fast = fast_ok && (s & kAccept) && can_dispatch(s) && !(s & (kEvents | kIdleArmed | kPurgeArmed)) &&
+                        Q(s) == 0 && I(s) == 0 && D(s) < limit_ && X(s) < kThreadMask;
+      if (fast && st_.compare_exchange_weak(s, s + kD1 + kX1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        count(kArrived);
+        r->queue.store(this, std::memory_order_relaxed);
+        // Nobody else can reach r yet: the word becomes owned and presented
+        // with a plain store, and only then is the handle published.
+        const std::uint64_t w =
+            rs::with_where(r->word().load(std::memory_order_relaxed), rs::kOwned) | rs::kPresented;
+        r->word().store(w, std::memory_order_relaxed);
+        r->publish(w);
+        run_loop(r, w);
+        return;
+      }
+      if (fast) continue;  // the word changed: look again
+      r->publish(r->word().load(std::memory_order_relaxed));
+      published = true;
+    }
     if (!(s & kAccept)) {
       count(kRejected);
       dev_.finish_packet(r, Status::invalid_device_state, 0, 0);
@@ -335,9 +354,9 @@ void QueueImpl::arrive(RequestImpl* r) noexcept {
   insert_counted(r, rs::gen(w), hold);
 }
 
-void QueueImpl::arrive_batch(RequestImpl* const* rs, std::size_t n) noexcept {
+void QueueImpl::arrive_batch(RequestImpl* const* rs, std::size_t n, bool published) noexcept {
   if (sharded()) {
-    shard_for_caller().arrive_batch(rs, n);
+    shard_for_caller().arrive_batch(rs, n, published);
     return;
   }
   // One step for the whole batch: only where delivery needs no per-request
@@ -353,14 +372,21 @@ void QueueImpl::arrive_batch(RequestImpl* const* rs, std::size_t n) noexcept {
         for (std::size_t i = 0; i < n; ++i) {
           RequestImpl* r = rs[i];
           r->queue.store(this, std::memory_order_relaxed);
-          take_presented(r);
+          if (published) {
+            take_presented(r);
+          } else {  // unreachable by others until published: as in arrive()
+            const std::uint64_t w =
+                rs::with_where(r->word().load(std::memory_order_relaxed), rs::kOwned) | rs::kPresented;
+            r->word().store(w, std::memory_order_relaxed);
+            r->publish(w);
+          }
         }
         run_loop_with(rs, n, 0);
         return;
       }
     }
   }
-  for (std::size_t i = 0; i < n; ++i) arrive(rs[i]);
+  for (std::size_t i = 0; i < n; ++i) arrive(rs[i], published);
 }
 
 bool QueueImpl::try_reserve(std::uint64_t& s, Hold& hold) noexcept {

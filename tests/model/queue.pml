@@ -117,6 +117,14 @@
  *                      kCanceled|kCancelCb and schedule the callback (whoever
  *                      wins that CAS schedules it).
  *
+ * PROTOCOL SWITCH (run_spin.sh always sets it; without it, bind() publishes)
+ *   PUBLISH_LATE       bind() leaves the handle unpublished; arrive()'s fast
+ *                      path stores the word (owned|presented, plain) and then
+ *                      publishes, so no canceller can interleave; any other
+ *                      path publishes before it reserves. Publishing before
+ *                      the store brings FIX_FAST_PATH_CAS's defect back (the
+ *                      cancel-unlimited configuration finds it).
+ *
  * PROPERTIES (checked by run_spin.sh)
  *   When no thread can move (spin `timeout`), process init checks:
  *   1 no lost wake-up: no event pending, and nothing a thread entering the
@@ -216,6 +224,7 @@ int st = ACCEPT | DISPATCH;  /* QueueImpl::st_ (constructor: Accept | Dispatch) 
 bit purge_mode;              /* QueueImpl::purge_mode_ */
 bit cancel_scan;             /* QueueImpl::cancel_scan_ */
 byte rw[NREQ];               /* each request's slot word */
+bit pub[NREQ];               /* its handle is in the packet (Device::cancel can reach it) */
 /* the inbox ring: ticket t holds ring_item[t]; published when ring_pub[t] */
 byte ring_item[NREQ];
 bit ring_pub[NREQ];
@@ -693,8 +702,29 @@ inline insert_token(rr) {
   update(0, 0, 0, TOKEN, 1)
 }
 
-/* QueueImpl::arrive() for a thread not in the loop of this queue (fast_ok). */
+/* QueueImpl::arrive() for a thread not in the loop of this queue (fast_ok).
+ * PUBLISH_LATE: arrive(r, published = false) first. Its fast path takes the
+ * slots with the handle unpublished, stores the word (plain) and then
+ * publishes; any other path publishes and decides again (the code below). */
 inline arrive(rr) {
+#ifdef PUBLISH_LATE
+  atomic {
+    if
+    :: (st & ACCEPT) && CAN_DISPATCH(st) && !(st & (EVENTS | IDLEARMED | PURGEARMED)) &&
+       QC(st) == 0 && IC(st) == 0 && DC(st) < LIMIT ->
+       st = st + D1 + X1; ar = 4
+    :: else -> pub[rr] = 1
+    fi
+  };
+  if
+  :: ar == 4 ->
+     atomic { w = rw[rr]; ar = 0 };                   /* relaxed load, */
+     atomic { rw[rr] = WITH_WHERE(w, OWNED) | RPRESENTED; w = 0 };  /* plain store, */
+     atomic { pub[rr] = 1; first = rr; enter = 1 };   /* then publish */
+     goto arrived
+  :: else -> skip
+  fi;
+#endif
   atomic {
     if
     :: !(st & ACCEPT) -> ar = 0                       /* rejected */
@@ -752,7 +782,10 @@ inline arrive(rr) {
      :: else ->
         insert_token(rr)
      fi
-  fi
+  fi;
+#ifdef PUBLISH_LATE
+arrived: skip
+#endif
 }
 
 /* QueueImpl::cancel_queued(): token, drain the inbox, unlink it if found;
@@ -938,7 +971,11 @@ proctype Submitter(byte lo; byte hi) {
   byte nxt = lo;
   do
   :: nxt < hi ->
-     rw[nxt] = NEW;                          /* DeviceImpl::bind: the handle is out */
+#ifdef PUBLISH_LATE
+     rw[nxt] = NEW;                          /* DeviceImpl::bind: not published yet */
+#else
+     atomic { rw[nxt] = NEW; pub[nxt] = 1 }  /* DeviceImpl::bind: the handle is out */
+#endif
      arrive(nxt);
      nxt++;
      MAYBE_RUN_LOOP
@@ -986,7 +1023,7 @@ proctype Canceller() {
   do
   :: cidx < NREQ && ncancel < NCANCEL ->
      if
-     :: rw[cidx] != UNBOUND -> ncancel++; cancel_impl(cidx)
+     :: rw[cidx] != UNBOUND && pub[cidx] -> ncancel++; cancel_impl(cidx)
      :: skip
      fi;
      cidx++;

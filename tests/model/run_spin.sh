@@ -67,6 +67,11 @@ fi
 fixes="-DFIX_FAST_PATH_CAS -DFIX_BLOCKED_AT -DFIX_MARK_RECHECK"
 fix_defs=$fixes
 if [ "${IOQ_SPIN_AS_IS:-0}" = 1 ]; then fix_defs=""; fi
+# PUBLISH_LATE: submit() publishes a new request's handle only once arrive()
+# has decided: its fast path makes the word owned and presented with a plain
+# store first (no compare-exchange: nothing can reach the request yet), every
+# other path publishes before it reserves. Always on: it is how the code works.
+fix_defs="$fix_defs -DPUBLISH_LATE"
 
 # name | model switches | search: exact (safety, states stored exactly),
 # bitstate (safety, bitstate hashing), progress (non-progress cycles under weak
