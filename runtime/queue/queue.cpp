@@ -17,10 +17,11 @@ namespace {
 // The queues whose dispatch loop the calling thread is in, innermost last.
 struct LoopStack {
   static constexpr int kDepth = 32;
-  const QueueImpl* q[kDepth];
+  const QueueImpl* q[kDepth] = {};
   int depth = 0;
 };
-thread_local LoopStack t_loops;
+// constinit: no initialization guard on each access.
+constinit thread_local LoopStack t_loops;
 
 // Driver-count releases deferred by completions inside a handler of `q`,
 // applied by the dispatch loop that called the handler (see defer_release_).
@@ -28,13 +29,15 @@ struct DeferredRelease {
   const QueueImpl* q = nullptr;
   std::uint64_t sub = 0;
 };
-thread_local DeferredRelease t_defer;
+constinit thread_local DeferredRelease t_defer;
 
 }  // namespace
 
 bool thread_in_loop_of(const QueueImpl* q) noexcept {
+  const int depth = t_loops.depth;
+  if (depth == 0) return false;  // the common case: a submitter outside any loop
   // A shard's loop counts as its parent's too (the driver knows the parent).
-  for (int i = 0; i < t_loops.depth; ++i)
+  for (int i = 0; i < depth; ++i)
     if (t_loops.q[i] == q || &t_loops.q[i]->facade() == q) return true;
   return false;
 }
@@ -135,32 +138,28 @@ bool QueueImpl::has_handler_for(RequestType t) const noexcept {
   return poppable(s) > 0 && D(s) < limit_;
 }
 
+bool QueueImpl::may_enter(std::uint64_t ns, bool parallel_entry) const noexcept {
+  // Not from inside the loop, and with a thread already in it only when
+  // `parallel_entry` and, for a queue with a home core, on that core (it has
+  // one loop task).
+  if (thread_in_loop_of(this)) return false;
+  return X(ns) == 0 || (parallel_entry && on_home_core());
+}
+
 bool QueueImpl::update(std::uint64_t add, std::uint64_t sub, std::uint64_t or_bits,
                        std::uint64_t clear_bits, bool parallel_entry, bool ready_if_empty) noexcept {
-  // Whether this thread may take a loop slot, worked out only when there is
-  // work to enter for (most updates find none): not from inside the loop, and
-  // with a thread already in it only when `parallel_entry` and, for a queue
-  // with a home core, on that core (it has one loop task).
-  int may_enter = -1;  // unknown
-  auto can_enter = [&](std::uint64_t ns) {
-    if (may_enter < 0) may_enter = !thread_in_loop_of(this);
-    if (!may_enter) return false;
-    if (X(ns) == 0) return true;
-    return parallel_entry && on_home_core();
-  };
   std::uint64_t s = st_.load(std::memory_order_relaxed);
   for (;;) {
     std::uint64_t ns = ((s + add - sub) | or_bits) & ~clear_bits;
     if (ready_if_empty && is_manual() && Q(s) == 0) ns |= kReady;
-    bool enter = false;
-    if (X(ns) < kThreadMask && (X(ns) == 0 || parallel_entry) && work_for(ns, 0) && can_enter(ns)) {
-      ns += kX1;
-      enter = true;
-    }
+    // Whether this thread takes a loop slot is worked out only when there is
+    // work to enter for (most updates find none).
+    const bool enter = X(ns) < kThreadMask && (X(ns) == 0 || parallel_entry) && work_for(ns, 0) &&
+                       may_enter(ns, parallel_entry);
     // acq_rel: every change of the state word both publishes what the caller
     // did before it (a push, a completion) and observes what others published;
     // the dispatch loop's exit compare-exchange pairs with all of them.
-    if (st_.compare_exchange_weak(s, ns, std::memory_order_acq_rel, std::memory_order_relaxed))
+    if (st_.compare_exchange_weak(s, enter ? ns + kX1 : ns, std::memory_order_acq_rel, std::memory_order_relaxed))
       return enter;
   }
 }
