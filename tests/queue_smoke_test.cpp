@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 namespace ioq {
@@ -109,6 +110,70 @@ TEST(QueueSmoke, ConcurrentSubmittersParallel) {
   EXPECT_EQ(done.n.load(), kThreads * kEach);
   EXPECT_EQ((*q)->get_state().driver_owned, 0u);
 }
+
+// A packet names its request (Packet::request) before anyone else can see the
+// request: before its handler runs (submit's fast path publishes the handle
+// only after making the request driver-owned, and every other path before it
+// queues the request), so Device::cancel(packet) from the handler, or on a
+// request waiting in a queue, reaches it. Covers submit and submit_batch on
+// parallel and sequential queues (fast paths) and a manual queue (queued).
+class PacketNamesItsRequest : public ::testing::TestWithParam<std::tuple<DispatchType, bool>> {};
+
+Device* g_dev = nullptr;
+
+void cancel_own_packet_then_complete(Queue&, Request r) {
+  Packet* p = r.packet();
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->request, r.handle()) << "the handler runs before its packet names the request";
+  EXPECT_FALSE(r.is_canceled());
+  EXPECT_EQ(g_dev->cancel(*p), Status::success);
+  EXPECT_TRUE(r.is_canceled());
+  (void)r.complete(Status::cancelled);
+}
+
+TEST_P(PacketNamesItsRequest, BeforeItsHandlerRunsOrItIsQueued) {
+  const auto [dispatch, batch] = GetParam();
+  auto dev = Device::create({.max_requests = 64});
+  ASSERT_TRUE(dev);
+  g_dev = dev->get();
+  QueueConfig qc{.dispatch = dispatch, .default_queue = true};
+  if (dispatch != DispatchType::manual) qc.on_default = cancel_own_packet_then_complete;
+  auto q = (*dev)->create_queue(qc);
+  ASSERT_TRUE(q);
+  ASSERT_EQ((*dev)->start(), Status::success);
+  Done done;
+  constexpr int kN = 16;
+  std::vector<Packet> ps(kN);
+  std::vector<Packet*> ptrs;
+  for (auto& p : ps) {
+    p.type = RequestType::read;
+    p.length = 512;
+    p.on_complete = on_done;
+    p.user = &done;
+    ptrs.push_back(&p);
+  }
+  if (batch) {
+    ASSERT_EQ((*dev)->submit_batch(ptrs.data(), ptrs.size()), Status::pending);
+  } else {
+    for (auto& p : ps) ASSERT_EQ((*dev)->submit(p), Status::pending);
+  }
+  if (dispatch == DispatchType::manual) {
+    // Queued: every packet names its request already; canceling through the
+    // packet completes it cancelled.
+    EXPECT_EQ(done.n.load(), 0);
+    for (auto& p : ps) EXPECT_EQ((*dev)->cancel(p), Status::success);
+  }
+  EXPECT_EQ(done.n.load(), kN);
+  for (auto& p : ps) EXPECT_EQ(p.status, Status::cancelled);
+  EXPECT_EQ((*q)->get_state().driver_owned, 0u);
+  EXPECT_EQ((*dev)->stats().free_requests, 64u);
+  g_dev = nullptr;
+}
+
+INSTANTIATE_TEST_SUITE_P(QueueSmoke, PacketNamesItsRequest,
+                         ::testing::Combine(::testing::Values(DispatchType::parallel, DispatchType::sequential,
+                                                              DispatchType::manual),
+                                            ::testing::Bool()));
 
 }  // namespace
 }  // namespace ioq

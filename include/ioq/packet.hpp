@@ -18,8 +18,11 @@
 //
 // Cancellation
 //   `request` holds the handle of the bound request from the moment submit
-//   binds it; Device::cancel(packet) or Device::cancel(handle) cancels it. A
-//   handle of a packet that has completed is stale and is rejected.
+//   has placed it: before its handler runs, before it is queued, and before
+//   its completion on any path (0 until then, and for a packet completed
+//   without a request); Device::cancel(packet) or Device::cancel(handle)
+//   cancels it. A handle of a packet that has completed is stale and is
+//   rejected.
 //
 // Threads
 //   A packet belongs to one submitter; submit, cancel and the callback may run
