@@ -131,6 +131,7 @@ class QueueImpl final : public Queue {
   // owned and presented with a plain store when it takes the fast path.
   void arrive(RequestImpl* r, bool published = true) noexcept;
   std::uint64_t take_presented(RequestImpl* r) noexcept;
+  std::uint64_t take_presented_unpublished(RequestImpl* r) noexcept;
   // n new requests, in order (submit_batch); `published` as for arrive().
   void arrive_batch(RequestImpl* const* rs, std::size_t n, bool published) noexcept;
   // Inserts a request the driver owns through another queue (forward) or a

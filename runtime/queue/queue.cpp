@@ -279,6 +279,16 @@ std::uint64_t QueueImpl::take_presented(RequestImpl* r) noexcept {
   return rs::with_where(w, rs::kOwned) | rs::kPresented;
 }
 
+// take_presented() for a request whose handle is not published yet: nobody
+// else can reach it, so a plain store makes it owned and presented, and only
+// then is the handle published (the model's PUBLISH_LATE).
+std::uint64_t QueueImpl::take_presented_unpublished(RequestImpl* r) noexcept {
+  const std::uint64_t w = rs::with_where(r->word().load(std::memory_order_relaxed), rs::kOwned) | rs::kPresented;
+  r->word().store(w, std::memory_order_relaxed);
+  r->publish(w);
+  return w;
+}
+
 void QueueImpl::arrive(RequestImpl* r, bool published) noexcept {
   if (sharded()) {
     shard_for_caller().arrive(r, published);
@@ -296,13 +306,7 @@ void QueueImpl::arrive(RequestImpl* r, bool published) noexcept {
       if (fast && st_.compare_exchange_weak(s, s + kD1 + kX1, std::memory_order_acq_rel, std::memory_order_acquire)) {
         count(kArrived);
         r->queue.store(this, std::memory_order_relaxed);
-        // Nobody else can reach r yet: the word becomes owned and presented
-        // with a plain store, and only then is the handle published.
-        const std::uint64_t w =
-            rs::with_where(r->word().load(std::memory_order_relaxed), rs::kOwned) | rs::kPresented;
-        r->word().store(w, std::memory_order_relaxed);
-        r->publish(w);
-        run_loop(r, w);
+        run_loop(r, take_presented_unpublished(r));
         return;
       }
       if (fast) continue;  // the word changed: look again
@@ -371,14 +375,8 @@ void QueueImpl::arrive_batch(RequestImpl* const* rs, std::size_t n, bool publish
         for (std::size_t i = 0; i < n; ++i) {
           RequestImpl* r = rs[i];
           r->queue.store(this, std::memory_order_relaxed);
-          if (published) {
-            take_presented(r);
-          } else {  // unreachable by others until published: as in arrive()
-            const std::uint64_t w =
-                rs::with_where(r->word().load(std::memory_order_relaxed), rs::kOwned) | rs::kPresented;
-            r->word().store(w, std::memory_order_relaxed);
-            r->publish(w);
-          }
+          if (published) take_presented(r);
+          else take_presented_unpublished(r);
         }
         run_loop_with(rs, n, 0);
         return;
