@@ -170,6 +170,39 @@ TEST_P(PacketNamesItsRequest, BeforeItsHandlerRunsOrItIsQueued) {
   g_dev = nullptr;
 }
 
+// The same for a reserved request (forward progress, every normal allocation
+// failing): the free reserved request is bound without publishing, and
+// arrive() publishes it as for a normal one.
+TEST(QueueSmoke, PacketNamesItsReservedRequestBeforeItsHandlerRuns) {
+  FaultInjector fail_all;
+  fail_all.set_always();
+  auto dev = Device::create({.max_requests = 64, .alloc_hook = fail_all.hook()});
+  ASSERT_TRUE(dev);
+  g_dev = dev->get();
+  QueueConfig qc{.dispatch = DispatchType::parallel, .default_queue = true};
+  qc.on_default = [](Queue& q, Request r) {
+    EXPECT_TRUE(r.is_reserved());
+    cancel_own_packet_then_complete(q, r);
+  };
+  auto q = (*dev)->create_queue(qc);
+  ASSERT_TRUE(q);
+  ASSERT_EQ((*q)->assign_forward_progress_policy({.total_reserved = 2}), Status::success);
+  ASSERT_EQ((*dev)->start(), Status::success);
+  Done done;
+  std::vector<Packet> ps(8);
+  for (auto& p : ps) {
+    p.type = RequestType::read;
+    p.length = 512;
+    p.on_complete = on_done;
+    p.user = &done;
+    ASSERT_EQ((*dev)->submit(p), Status::pending);
+  }
+  EXPECT_EQ(done.n.load(), 8);
+  for (auto& p : ps) EXPECT_EQ(p.status, Status::cancelled);
+  EXPECT_GE(fail_all.injected(), 8u) << "the normal allocations did not fail: no reserved request was used";
+  g_dev = nullptr;
+}
+
 INSTANTIATE_TEST_SUITE_P(QueueSmoke, PacketNamesItsRequest,
                          ::testing::Combine(::testing::Values(DispatchType::parallel, DispatchType::sequential,
                                                               DispatchType::manual),

@@ -118,7 +118,10 @@ bool QueueImpl::fp_allocate_request_resources(RequestImpl* r) noexcept {
 namespace {
 
 // Binds free reserved request r to packet p (r has just left the free list).
-void bind(FP& f, RequestImpl* r, Packet& p) noexcept {
+// publish: the handle goes into the packet now; otherwise arrive(r, false)
+// publishes it (a packet that was never parked: no canceller can be looking
+// for it through the parked list).
+void bind(FP& f, RequestImpl* r, Packet& p, bool publish) noexcept {
   const Handle h = f.slab->claim(r->index);
   r->packet.store(&p, std::memory_order_relaxed);
   r->queue.store(nullptr, std::memory_order_relaxed);
@@ -127,7 +130,7 @@ void bind(FP& f, RequestImpl* r, Packet& p) noexcept {
   // Reserved requests stay presented (they were presented at assignment).
   // release: the bound packet is visible to whoever learns the handle.
   r->word().store(rs::with_where(handle_generation(h), rs::kNew) | rs::kPresented, std::memory_order_release);
-  std::atomic_ref<std::uint64_t>(p.request).store(h, std::memory_order_release);
+  if (publish) std::atomic_ref<std::uint64_t>(p.request).store(h, std::memory_order_release);
   std::atomic_ref<std::uintptr_t>(p.parked).store(0, std::memory_order_release);
   f.counters.add(FP::kReservedUsed);
 }
@@ -176,8 +179,8 @@ void QueueImpl::arrive_without_request(Packet& p) noexcept {
       // free_next and its retired generation are visible.
       if (f->head.compare_exchange_weak(h, FP::next_head(h, next, false), std::memory_order_acquire,
                                         std::memory_order_acquire)) {
-        bind(*f, r, p);
-        arrive(r);
+        bind(*f, r, p, /*publish=*/false);
+        arrive(r, /*published=*/false);
         return;
       }
       continue;
@@ -223,7 +226,9 @@ void QueueImpl::fp_return(RequestImpl* r) noexcept {
     if (f->parked_head == nullptr) f->parked_tail = nullptr;
     p->link = nullptr;
     if (--f->parked == 0) clear_parked_bit(*f);
-    bind(*f, r, *p);
+    // Published under the lock: a canceller that found p parked and then
+    // missed it in the list reads the handle.
+    bind(*f, r, *p, /*publish=*/true);
     lock.unlock();
     arrive(r);
     return;
