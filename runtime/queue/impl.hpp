@@ -224,12 +224,13 @@ class QueueImpl final : public Queue {
   // True when a thread entering the loop (x_self = 0) or already in it
   // (x_self = 1) has something to do in state `s`.
   bool work_for(std::uint64_t s, std::uint32_t x_self) const noexcept;
+  // Whether this thread may take a loop slot in word ns (update(), only when
+  // ns has work: kept out of line, off update()'s common path).
+  [[gnu::noinline]] bool may_enter(std::uint64_t ns, bool parallel_entry) const noexcept;
   // Applies a change to st_ and, when the new state has work for a thread
   // outside the loop and either no thread is in the loop or `parallel_entry`,
   // also takes a loop slot. Returns whether it did; the caller then calls
   // enter_loop(). `ready_if_empty` sets kReady on a manual queue when Q was 0.
-  // Whether this thread may take a loop slot in word ns (update()).
-  [[gnu::noinline]] bool may_enter(std::uint64_t ns, bool parallel_entry) const noexcept;
   bool update(std::uint64_t add, std::uint64_t sub, std::uint64_t or_bits,
               std::uint64_t clear_bits, bool parallel_entry, bool ready_if_empty = false) noexcept;
   void kick() noexcept {
