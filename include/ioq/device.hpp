@@ -23,7 +23,8 @@
 //   before submit returns), or invalid_parameter for a malformed packet (no
 //   callback). cancel() cancels a submitted packet by its request handle:
 //   success (cancel requested), or invalid_handle when the request has
-//   completed already (the handle is stale).
+//   completed already (the handle is stale) or is not placed yet (a cancel
+//   racing the packet's submit() on another thread; see Packet::request).
 //
 // Power (spec section 3, C56-C62)
 //   suspend() takes power-managed queues out of D0: it waits until no handler
