@@ -261,7 +261,13 @@ Status Slab::release(Handle h) noexcept {
   return Status::success;
 }
 
-Handle Slab::claim(std::uint32_t index) noexcept { return take(index).handle; }
+Handle Slab::claim(std::uint32_t index, std::uint64_t state) noexcept {
+  auto& w = word(index);
+  const std::uint32_t gen = static_cast<std::uint32_t>(w.load(std::memory_order_relaxed)) + 1;
+  // release: as in take().
+  w.store((state & ~std::uint64_t{0xFFFFFFFF}) | gen, std::memory_order_release);
+  return make_handle(id_, index, gen);
+}
 
 void Slab::retire(std::uint32_t index) noexcept {
   auto& w = word(index);

@@ -119,8 +119,9 @@ class Slab {
 
   // For a caller that manages free slots itself (a reserved pool): mark slot
   // `index` allocated (generation to odd) or free (to even) without touching
-  // the slab's own free ring or caches.
-  Handle claim(std::uint32_t index) noexcept;
+  // the slab's own free ring or caches. claim() stores the new generation
+  // with `state` (the word's upper 32 bits, the owner's) in one release store.
+  Handle claim(std::uint32_t index, std::uint64_t state = 0) noexcept;
   void retire(std::uint32_t index) noexcept;
 
   [[nodiscard]] Status validate(Handle h) const noexcept;

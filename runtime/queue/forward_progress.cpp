@@ -122,14 +122,14 @@ namespace {
 // publishes it (a packet that was never parked: no canceller can be looking
 // for it through the parked list).
 void bind(FP& f, RequestImpl* r, Packet& p, bool publish) noexcept {
-  const Handle h = f.slab->claim(r->index);
   r->packet.store(&p, std::memory_order_relaxed);
   r->queue.store(nullptr, std::memory_order_relaxed);
   r->cancel_cb.store(nullptr, std::memory_order_relaxed);
   r->fifo_of.store(nullptr, std::memory_order_relaxed);
   // Reserved requests stay presented (they were presented at assignment).
-  // release: the bound packet is visible to whoever learns the handle.
-  r->word().store(rs::with_where(handle_generation(h), rs::kNew) | rs::kPresented, std::memory_order_release);
+  // The new generation and the state in one release store: the bound packet
+  // is visible to whoever learns the handle.
+  const Handle h = f.slab->claim(r->index, rs::with_where(0, rs::kNew) | rs::kPresented);
   if (publish) std::atomic_ref<std::uint64_t>(p.request).store(h, std::memory_order_release);
   std::atomic_ref<std::uintptr_t>(p.parked).store(0, std::memory_order_release);
   f.counters.add(FP::kReservedUsed);
