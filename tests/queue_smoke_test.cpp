@@ -17,6 +17,18 @@ struct Done {
 
 void on_done(Packet& p) noexcept { static_cast<Done*>(p.user)->n++; }
 
+// n 512-byte reads whose callback counts into done.
+std::vector<Packet> reads(std::size_t n, Done& done) {
+  std::vector<Packet> ps(n);
+  for (auto& p : ps) {
+    p.type = RequestType::read;
+    p.length = 512;
+    p.on_complete = on_done;
+    p.user = &done;
+  }
+  return ps;
+}
+
 TEST(QueueSmoke, SequentialCompletesInline) {
   auto dev = Device::create({.max_requests = 64});
   ASSERT_TRUE(dev);
@@ -26,14 +38,8 @@ TEST(QueueSmoke, SequentialCompletesInline) {
   ASSERT_TRUE(q);
   ASSERT_EQ((*dev)->start(), Status::success);
   Done done;
-  std::vector<Packet> ps(10);
-  for (auto& p : ps) {
-    p.type = RequestType::read;
-    p.length = 512;
-    p.on_complete = on_done;
-    p.user = &done;
-    ASSERT_EQ((*dev)->submit(p), Status::pending);
-  }
+  std::vector<Packet> ps = reads(10, done);
+  for (auto& p : ps) ASSERT_EQ((*dev)->submit(p), Status::pending);
   EXPECT_EQ(done.n.load(), 10);
   for (auto& p : ps) {
     EXPECT_EQ(p.status, Status::success);
@@ -143,15 +149,9 @@ TEST_P(PacketNamesItsRequest, BeforeItsHandlerRunsOrItIsQueued) {
   ASSERT_EQ((*dev)->start(), Status::success);
   Done done;
   constexpr int kN = 16;
-  std::vector<Packet> ps(kN);
+  std::vector<Packet> ps = reads(kN, done);
   std::vector<Packet*> ptrs;
-  for (auto& p : ps) {
-    p.type = RequestType::read;
-    p.length = 512;
-    p.on_complete = on_done;
-    p.user = &done;
-    ptrs.push_back(&p);
-  }
+  for (auto& p : ps) ptrs.push_back(&p);
   if (batch) {
     ASSERT_EQ((*dev)->submit_batch(ptrs.data(), ptrs.size()), Status::pending);
   } else {
@@ -189,14 +189,8 @@ TEST(QueueSmoke, PacketNamesItsReservedRequestBeforeItsHandlerRuns) {
   ASSERT_EQ((*q)->assign_forward_progress_policy({.total_reserved = 2}), Status::success);
   ASSERT_EQ((*dev)->start(), Status::success);
   Done done;
-  std::vector<Packet> ps(8);
-  for (auto& p : ps) {
-    p.type = RequestType::read;
-    p.length = 512;
-    p.on_complete = on_done;
-    p.user = &done;
-    ASSERT_EQ((*dev)->submit(p), Status::pending);
-  }
+  std::vector<Packet> ps = reads(8, done);
+  for (auto& p : ps) ASSERT_EQ((*dev)->submit(p), Status::pending);
   EXPECT_EQ(done.n.load(), 8);
   for (auto& p : ps) EXPECT_EQ(p.status, Status::cancelled);
   EXPECT_GE(fail_all.injected(), 8u) << "the normal allocations did not fail: no reserved request was used";
