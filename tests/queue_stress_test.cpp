@@ -383,5 +383,143 @@ TEST_F(QueueStress, StressLedgerExactlyOnceWithLegalStatuses) {
                   g_by_status[static_cast<std::size_t>(Status::insufficient_resources)].load()));
 }
 
+// A sequential queue presents a request only when the driver owns none (spec
+// section 3), also while purges and starts race with arrivals. A purge leaves
+// the queue cancelling late arrivals (inserters that passed its Accept check)
+// until a start; the dispatch loop pops those even with the driver's one
+// request outstanding, to cancel them. A start between that pop and the
+// decision to cancel must not turn the pop into a second presentation.
+struct SeqOwnership {
+  std::atomic<int> owned{0};
+  std::atomic<std::uint64_t> presented{0}, overlaps{0}, completions{0}, doubles{0};
+  std::mutex mu;
+  std::deque<Request> held;
+};
+SeqOwnership* g_seq = nullptr;
+
+void seq_hold_handler(Queue&, Request r) {
+  if (g_seq->owned.fetch_add(1) != 0) g_seq->overlaps.fetch_add(1);
+  g_seq->presented.fetch_add(1);
+  std::lock_guard lock(g_seq->mu);
+  g_seq->held.push_back(r);
+}
+
+struct SeqPacket {
+  Packet p;
+  std::atomic<bool> in_flight{false};
+};
+
+void seq_on_complete(Packet& p) noexcept {
+  auto* sp = static_cast<SeqPacket*>(p.user);
+  if (!sp->in_flight.exchange(false, std::memory_order_acq_rel)) g_seq->doubles.fetch_add(1);
+  g_seq->completions.fetch_add(1);
+}
+
+TEST(QueueStressSequential, NeverTwoDriverOwnedAcrossPurgeAndStart) {
+  SeqOwnership state;
+  g_seq = &state;
+  auto created = Device::create({.max_requests = 256});
+  ASSERT_TRUE(created);
+  Device& dev = **created;
+  QueueConfig sc{.dispatch = DispatchType::sequential, .default_queue = true};
+  sc.on_default = seq_hold_handler;
+  sc.name = "sequential";
+  auto seq = dev.create_queue(sc);
+  ASSERT_TRUE(seq);
+  Queue& q = **seq;
+  ASSERT_EQ(dev.start(), Status::success);
+
+  constexpr int kSubmitters = 3, kSlots = 8;
+  // Purge/start cycles: the length of the test (IOQ_STRESS_OPS scales it).
+  // The defect this guards against needs a thread preempted inside a window
+  // of a few instructions: code without the fix failed 6 runs of 90 here (2
+  // cores); tests/model/queue.pml (FIX_PURGE_POP) finds it every time.
+  const int cycles_wanted = ops_per_submitter() / 4;
+  std::atomic<bool> stop_submitting{false};
+  std::atomic<std::uint64_t> submitted{0};
+  std::vector<std::unique_ptr<std::array<SeqPacket, kSlots>>> slots;
+  for (int t = 0; t < kSubmitters; ++t) slots.push_back(std::make_unique<std::array<SeqPacket, kSlots>>());
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kSubmitters; ++t) {
+    threads.emplace_back([&, t] {
+      auto& mine = *slots[static_cast<std::size_t>(t)];
+      for (int i = 0; !stop_submitting.load(std::memory_order_relaxed); ++i) {
+        SeqPacket& sp = mine[static_cast<std::size_t>(i % kSlots)];
+        if (sp.in_flight.load(std::memory_order_acquire)) {
+          std::this_thread::yield();
+          continue;
+        }
+        sp.p = Packet{};
+        sp.p.type = RequestType::read;
+        sp.p.length = 512;
+        sp.p.on_complete = seq_on_complete;
+        sp.p.user = &sp;
+        sp.in_flight.store(true, std::memory_order_release);
+        submitted.fetch_add(1);
+        EXPECT_EQ(dev.submit(sp.p), Status::pending);
+      }
+    });
+  }
+  // The driver: lets go of its one request (the count first), then completes it.
+  std::atomic<bool> stop_driver{false};
+  threads.emplace_back([&] {
+    while (!stop_driver.load()) {
+      Request r;
+      {
+        std::lock_guard lock(state.mu);
+        if (!state.held.empty()) {
+          r = state.held.front();
+          state.held.pop_front();
+        }
+      }
+      if (!r) {
+        std::this_thread::yield();
+        continue;
+      }
+      state.owned.fetch_sub(1);
+      EXPECT_EQ(r.complete(Status::success), Status::success);
+    }
+  });
+  // The controller: purge then start, over and over, letting a few requests
+  // through between the two (so the driver holds one when the purge comes).
+  std::uint64_t cycles = 0;
+  for (int c = 0; c < cycles_wanted; ++c) {
+    EXPECT_EQ(q.purge(), Status::success);
+    // A varying gap, so the start lands anywhere in a late arrival's way
+    // through the queue after the purge.
+    const auto gap = std::chrono::steady_clock::now() + std::chrono::nanoseconds(t_rng() % 2000);
+    while (std::chrono::steady_clock::now() < gap) {
+    }
+    EXPECT_EQ(q.start(), Status::success);
+    ++cycles;
+    const std::uint64_t seen = state.presented.load();
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+    while (state.presented.load() < seen + 2 && std::chrono::steady_clock::now() < until) {
+    }
+  }
+  stop_submitting = true;
+  for (int t = 0; t < kSubmitters; ++t) threads[static_cast<std::size_t>(t)].join();
+  // Everything submitted completes: the queue is started, the driver finishes
+  // what it holds.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (state.completions.load() < submitted.load() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  stop_driver = true;
+  threads.back().join();
+
+  EXPECT_EQ(state.overlaps.load(), 0u) << "the sequential queue presented a request while the driver owned one";
+  EXPECT_EQ(state.doubles.load(), 0u) << "a packet completed twice";
+  EXPECT_EQ(state.completions.load(), submitted.load()) << "every submission completed exactly once";
+  const QueueState st = q.get_state();
+  EXPECT_EQ(st.queued, 0u);
+  EXPECT_EQ(st.driver_owned, 0u);
+  EXPECT_EQ(dev.verifier().total(), 0u);
+  std::printf("sequential purge/start: %llu submitted, %llu presented, %llu purge/start cycles\n",
+              static_cast<unsigned long long>(submitted.load()),
+              static_cast<unsigned long long>(state.presented.load()),
+              static_cast<unsigned long long>(cycles));
+  g_seq = nullptr;
+}
+
 }  // namespace
 }  // namespace ioq

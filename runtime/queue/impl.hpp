@@ -250,10 +250,12 @@ class QueueImpl final : public Queue {
   void drain_inbox_locked() noexcept;          // everything pushed so far into the FIFO
   void unlink_locked(RequestImpl* r) noexcept;
   void append_locked(RequestImpl* r) noexcept;
+  void push_front_locked(RequestImpl* r) noexcept;  // back where pop_locked() took it
   void splice_stash_locked() noexcept;
   // Claims a popped request: QUEUED -> OWNED|PRESENTED, returns the new word;
-  // or, when it is canceled (or the queue purges), disposes of it and returns 0.
-  std::uint64_t claim_popped(RequestImpl* r) noexcept;
+  // or, when it is canceled (or `purging`, purge_mode_ as the popper read it
+  // once), disposes of it and returns 0.
+  std::uint64_t claim_popped(RequestImpl* r, bool purging) noexcept;
   // Removes every queued request (token held) and returns them as a list
   // through event_next; counts are updated.
   RequestImpl* take_all_queued_locked(bool only_canceled) noexcept;

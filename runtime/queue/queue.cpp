@@ -213,6 +213,14 @@ void QueueImpl::append_locked(RequestImpl* r) noexcept {
   r->fifo_of.store(this, std::memory_order_relaxed);
 }
 
+void QueueImpl::push_front_locked(RequestImpl* r) noexcept {
+  r->prev = nullptr;
+  r->next = fifo_head_;
+  if (fifo_head_) fifo_head_->prev = r; else fifo_tail_ = r;
+  fifo_head_ = r;
+  r->fifo_of.store(this, std::memory_order_relaxed);
+}
+
 void QueueImpl::unlink_locked(RequestImpl* r) noexcept {
   if (r->prev) r->prev->next = r->next; else fifo_head_ = r->next;
   if (r->next) r->next->prev = r->prev; else fifo_tail_ = r->prev;
@@ -605,9 +613,11 @@ void QueueImpl::run_loop_with(RequestImpl* const* firsts, std::size_t n, std::ui
       }
       continue;
     }
-    const bool purging = purge_mode_.load(std::memory_order_acquire);
-    if (poppable(v) > 0 && s != blocked_at &&
-        (purging || (can_dispatch(v) && !is_manual() && D(v) < limit_))) {
+    // A pop either delivers (the queue dispatches and has room) or, while
+    // purge_mode_ holds, takes a late arrival only to cancel it, whatever the
+    // room: then D may pass the limit for a moment.
+    const bool deliverable = can_dispatch(v) && !is_manual() && D(v) < limit_;
+    if (poppable(v) > 0 && s != blocked_at && (deliverable || purge_mode_.load(std::memory_order_acquire))) {
       if (v & kToken) {
         backoff.pause();
         s = st_.load(std::memory_order_acquire);
@@ -630,9 +640,20 @@ void QueueImpl::run_loop_with(RequestImpl* const* firsts, std::size_t n, std::ui
         blocked_at = v;
         continue;
       }
-      release_token();
       backoff.reset();
-      if (const std::uint64_t w = claim_popped(r); w != 0) deliver(r, w);
+      // Read once, under the token: claim_popped() decides by this value.
+      const bool purging = purge_mode_.load(std::memory_order_acquire);
+      if (!deliverable && !purging && !(r->word().load(std::memory_order_acquire) & rs::kCanceled)) {
+        // Taken for a purge that has ended since (start or stop cleared the
+        // mode): delivering it would pass the limit (a second request on a
+        // sequential queue). It stays queued, at the head, and the
+        // reservation is undone; a release of D brings the loop back.
+        push_front_locked(r);
+        s = st_.fetch_sub(kD1 + kToken - kQ1, std::memory_order_acq_rel) - (kD1 + kToken - kQ1);
+        continue;
+      }
+      release_token();
+      if (const std::uint64_t w = claim_popped(r, purging); w != 0) deliver(r, w);
       s = st_.load(std::memory_order_acquire);
       continue;
     }
@@ -654,10 +675,10 @@ void QueueImpl::run_loop_with(RequestImpl* const* firsts, std::size_t n, std::ui
   }
 }
 
-std::uint64_t QueueImpl::claim_popped(RequestImpl* r) noexcept {
+std::uint64_t QueueImpl::claim_popped(RequestImpl* r, bool purging) noexcept {
   std::uint64_t w = r->word().load(std::memory_order_acquire);
   for (;;) {
-    if ((w & rs::kCanceled) || purge_mode_.load(std::memory_order_acquire)) {
+    if ((w & rs::kCanceled) || purging) {
       // Canceled while queued, or the queue purges: spec 5.1. The reservation
       // made it driver-owned already.
       const std::uint64_t cw = w | rs::kCanceled;
@@ -1244,7 +1265,7 @@ Status QueueImpl::retrieve_impl(FileHandle file, bool by_file, Request& out) noe
       }
       release_token();
     }
-    const std::uint64_t w = claim_popped(r);
+    const std::uint64_t w = claim_popped(r, purge_mode_.load(std::memory_order_acquire));
     if (w == 0) continue;  // it was canceled: move on
     count(kPresented);
     if (complete_zero_length(r, w)) continue;  // completed success, move on
@@ -1302,7 +1323,7 @@ Status QueueImpl::retrieve_found_impl(Request tag, Request& out) noexcept {
                                     std::memory_order_relaxed)) {
   }
   release_token();
-  const std::uint64_t nw = claim_popped(r);
+  const std::uint64_t nw = claim_popped(r, purge_mode_.load(std::memory_order_acquire));
   if (nw == 0) return Status::not_found;
   count(kPresented);
   out = Request(r->handle_for(nw));

@@ -83,7 +83,7 @@
  *   NO_CANCELABLE  handlers never mark requests cancelable
  *
  * FIXES (spin -D...): without a switch the model follows the code as it was;
- * each switch models the fix runtime/queue now has (run_spin.sh sets all three).
+ * each switch models the fix runtime/queue now has (run_spin.sh sets them all).
  *   FIX_FAST_PATH_CAS  arrive()'s fast path makes the request driver-owned
  *                      with a relaxed load and a plain store of its word. The
  *                      handle is published by bind(), so a Device::cancel
@@ -116,6 +116,17 @@
  *                      its latch load) and, if set, CAS kCancelable ->
  *                      kCanceled|kCancelCb and schedule the callback (whoever
  *                      wins that CAS schedules it).
+ *   FIX_PURGE_POP      run_loop_with() pops while purge_mode_ is set even
+ *                      when D is at the limit (the popped request is only to
+ *                      be cancelled), then claim_popped() reads purge_mode_
+ *                      again. A start (or stop) that clears the mode between
+ *                      the two reads makes claim_popped deliver it: a second
+ *                      driver-owned request on a sequential queue (the soak
+ *                      test's ledger caught it; present()'s assertion here).
+ *                      Fix: the mode is read once, with the pop token held,
+ *                      and claim_popped decides by that value; a request
+ *                      taken only for a purge that has ended goes back to the
+ *                      head of the FIFO and the reservation is undone.
  *
  * PROTOCOL SWITCH (run_spin.sh always sets it; without it, bind() publishes)
  *   PUBLISH_LATE       bind() leaves the handle unpublished; arrive()'s fast
@@ -242,6 +253,7 @@ bit forever[NREQ];           /* ... and waits for the cancel to complete it */
 bit cancel_ok[NREQ];         /* Device::cancel took effect on it */
 byte idle_arms, idle_fires, purge_arms, purge_fires;
 byte hrun;                   /* handlers (and cancel callbacks) running */
+byte nowned, kown;           /* scratch for present()'s count (inside one d_step) */
 byte idle_slot, purge_slot;  /* which arming the callback slot holds */
 byte ncancel;
 
@@ -249,7 +261,7 @@ byte ncancel;
 #define LOOP_LOCALS \
   int s, v, ns, blocked_at; \
   byte pending, tsub, first = NONE, r = NONE, w, lslot, j, tk, tgt, removed, tlist, evl, k, ar, cres, dr; \
-  bit in_loop, enter, ok, ok2, pm, purging, ev, idl, prgd, cs, lt, sched, found, tdefer;
+  bit in_loop, enter, ok, ok2, pm, purging, ev, idl, prgd, cs, lt, sched, found, tdefer, dlv;
 
 /* ======================================================================== */
 /* Steps that only touch the thread's own locals are folded into the atomic
@@ -374,8 +386,22 @@ inline mark_cancelable(rr) {
   fi
 }
 
-/* QueueImpl::present(): the handler (the driver) gets an owned request. */
+/* QueueImpl::present(): the handler (the driver) gets an owned request. A
+ * sequential queue (LIMIT 1) or one with max_presented never has more than
+ * LIMIT requests driver-owned once one is presented: the one presented now
+ * included. */
 inline present(rr) {
+  d_step {
+    nowned = 0;
+    kown = 0;
+    do
+    :: kown < NREQ -> if :: WHERE(rw[kown]) == OWNED -> nowned++ :: else -> skip fi; kown++
+    :: else -> break
+    od;
+    assert(nowned <= LIMIT);
+    nowned = 0;
+    kown = 0
+  };
   hrun++;
   if
   :: do_complete(rr)                       /* completes it inline */
@@ -514,7 +540,9 @@ inline run_events() {
  * finished cancelled with release_driver(kD1) (the reservation made it
  * driver-owned). ok2: deliver it. */
 inline claim_popped(rr) {
+#ifndef FIX_PURGE_POP
   pm = purge_mode;
+#endif
   atomic {
     assert(WHERE(rw[rr]) == QUEUED);
     if
@@ -608,7 +636,11 @@ inline run_loop() {
             * apply the deferred releases */
            atomic {
              if
-             :: st == s -> st = v - Q1 + D1 + TOKEN; ok = 1; pending = 0
+             :: st == s ->
+#ifdef FIX_PURGE_POP
+                dlv = (CAN_DISPATCH(v) && DC(v) < LIMIT);   /* `deliverable` */
+#endif
+                st = v - Q1 + D1 + TOKEN; ok = 1; pending = 0
              :: else -> s = st; DECIDE; ok = 0
              fi
            };
@@ -621,7 +653,7 @@ inline run_loop() {
                  /* the inbox head is unpublished: undo; "its producer's own
                   * update will bring us (or another thread) back" */
                  atomic {
-                   st = st - D1 - TOKEN + Q1; s = st;
+                   st = st - D1 - TOKEN + Q1; s = st; dlv = 0;
 #ifdef FIX_BLOCKED_AT
                    blocked_at = v;         /* the word before the reservation */
 #else
@@ -630,6 +662,22 @@ inline run_loop() {
                    DECIDE
                  }
               :: else ->
+#ifdef FIX_PURGE_POP
+                 pm = purge_mode;          /* once, under the token */
+                 atomic {
+                   if
+                   :: !dlv && !pm && !(rw[r] & RCANCELED) ->
+                      /* the purge ended: back to the head, undo */
+                      in_fifo[r] = 1; r = NONE;
+                      st = st - D1 - TOKEN + Q1; s = st; DECIDE
+                   :: else -> skip
+                   fi;
+                   dlv = 0
+                 };
+                 if
+                 :: r == NONE -> skip
+                 :: else ->
+#endif
                  release_token();
                  claim_popped(r);
                  if
@@ -638,6 +686,9 @@ inline run_loop() {
                  fi;
                  r = NONE;
                  RELOAD
+#ifdef FIX_PURGE_POP
+                 fi
+#endif
               fi
            :: else -> skip
            fi

@@ -44,7 +44,7 @@ if [ -z "$cc" ] || ! command -v "$cc" >/dev/null 2>&1; then
   exit 77
 fi
 
-# Three defects the model found in runtime/queue, now fixed there. The model
+# Defects the model found in runtime/queue, now fixed there. The model
 # follows the code as it was unless its FIX_ switch is given (see queue.pml),
 # so the switches are on: they describe the code as it is now. With
 # IOQ_SPIN_AS_IS=1 the model checks the old code and each defect shows again.
@@ -64,7 +64,13 @@ fi
 #                      cancelable with the latch set and its cancel callback
 #                      never ran. Now mark looks at the latch again after a
 #                      fence that pairs with one before the scan.
-fixes="-DFIX_FAST_PATH_CAS -DFIX_BLOCKED_AT -DFIX_MARK_RECHECK"
+#   FIX_PURGE_POP      run_loop_with() popped while purge_mode_ was set with
+#                      D at the limit, and claim_popped() read the mode again:
+#                      a start between the two reads delivered the request, a
+#                      second driver-owned one on a sequential queue. Now the
+#                      mode is read once under the token, and a request taken
+#                      for a purge that has ended goes back to the FIFO head.
+fixes="-DFIX_FAST_PATH_CAS -DFIX_BLOCKED_AT -DFIX_MARK_RECHECK -DFIX_PURGE_POP"
 fix_defs=$fixes
 if [ "${IOQ_SPIN_AS_IS:-0}" = 1 ]; then fix_defs=""; fi
 # PUBLISH_LATE: submit() publishes a new request's handle only once arrive()
