@@ -632,6 +632,34 @@ TEST(UringTarget, SuspendDuringCompletionsReturnsWithNothingDriverOwned) {
   }
 }
 
+TEST(UringTarget, TheStopCallbackFiresOnceTheLastCompletionsDriverCountDrops) {
+  // A reactor reaps a batch of completions and releases their driver counts
+  // together at the end of the batch: that release must still bring the
+  // queue's stop callback (which waits for no driver-owned requests), and
+  // other threads must then see nothing driver-owned.
+  Rig rig;
+  ASSERT_TRUE(rig.make({.path = {}, .depth = 64, .nop = true}));
+  for (int round = 0; round < 100; ++round) {
+    Packets& ps = rig.packets();
+    for (int i = 0; i < 200; ++i) ASSERT_EQ(rig.submit(ps.make(RequestType::read, 512)), Status::pending);
+    std::atomic<int> fired{0};
+    ASSERT_EQ(rig.q->stop([](Queue&, void* ctx) { static_cast<std::atomic<int>*>(ctx)->fetch_add(1); }, &fired),
+              Status::success);
+    ASSERT_TRUE(wait_until([&] { return fired.load() != 0; }, 5s)) << "round " << round;
+    // Stopped with nothing driver-owned: each request has completed or is
+    // still queued (a stop keeps what it has not delivered).
+    const QueueState st = rig.q->get_state();
+    EXPECT_EQ(st.driver_owned, 0u) << "round " << round;
+    std::size_t done = 0;
+    for (std::size_t i = 0; i < ps.size(); ++i) done += ps[i].done() ? 1 : 0;
+    EXPECT_EQ(done + st.queued, ps.size()) << "round " << round;
+    ASSERT_EQ(rig.q->start(), Status::success);
+    ASSERT_TRUE(wait_until([&] { return all_done(ps); }, 5s)) << "round " << round;
+    ps.expect_all_completed_once();
+    EXPECT_EQ(fired.load(), 1) << "round " << round;
+  }
+}
+
 TEST(UringTarget, NopModeRunsTheWholePathWithoutTheDevice) {
   Rig rig;
   ASSERT_TRUE(rig.make({.path = {}, .nop = true}));

@@ -407,6 +407,7 @@ Status DeviceImpl::close_file_impl(FileHandle file) noexcept {
 // Power
 
 Status DeviceImpl::suspend_impl() noexcept {
+  flush_completion_batch();  // this thread's deferred releases: the waits below count them
   std::lock_guard lock(control_);
   if (power_.load(std::memory_order_acquire) != PowerState::d0) return Status::invalid_device_state;
   std::vector<QueueImpl*> pm;
@@ -433,6 +434,7 @@ Status DeviceImpl::resume_impl() noexcept {
 }
 
 Status DeviceImpl::remove_impl() noexcept {
+  flush_completion_batch();  // this thread's deferred releases: the waits below count them
   std::lock_guard lock(control_);
   if (power_.load(std::memory_order_acquire) == PowerState::removed) return Status::invalid_device_state;
   std::vector<QueueImpl*> all;

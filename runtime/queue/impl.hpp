@@ -144,6 +144,9 @@ class QueueImpl final : public Queue {
   // (completion, forward out, requeue, handed to canceled-on-queue... ) with
   // the change to apply to st_ (e.g. -D1).
   void release_driver(std::uint64_t delta_sub) noexcept;
+  // release_driver() for a request with a pending stop notification, then
+  // power_ack_done(): the count drops first (a batch's deferred releases too).
+  void release_driver_notified(std::uint64_t delta_sub) noexcept;
   // Requeue/stop-ack: owned request back to the head.
   void requeue_head(RequestImpl* r) noexcept;
   // The driver's request r was canceled while marked cancelable (or marked
@@ -477,6 +480,28 @@ class LoopScope {
  private:
   bool pushed_;
 };
+
+// A batch of completions made by this thread (a target's poll reaping its
+// completion queue): their driver-count releases on one unlimited parallel
+// queue (the first one released on) are applied together when the batch
+// ends, one update of the queue's state word instead of one per request.
+// Nothing gates delivery on such a queue's count; a completion with a
+// pending stop notification, a synchronous stop/drain/purge, suspend and
+// remove apply the batch's releases at once. Nested batches join the outer
+// one; inside a handler (whose loop defers releases itself) a batch does
+// nothing.
+class CompletionBatch {
+ public:
+  CompletionBatch() noexcept;
+  ~CompletionBatch();
+  CompletionBatch(const CompletionBatch&) = delete;
+  CompletionBatch& operator=(const CompletionBatch&) = delete;
+
+ private:
+  bool owns_;
+};
+// Applies this thread's batched releases now (the batch goes on).
+void flush_completion_batch() noexcept;
 
 inline void DeviceImpl::return_reserved(RequestImpl* r) noexcept {
   // reserved_owner is fixed for the slot's lifetime, so reading it after the

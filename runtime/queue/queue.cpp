@@ -24,10 +24,14 @@ struct LoopStack {
 constinit thread_local LoopStack t_loops;
 
 // Driver-count releases deferred by completions inside a handler of `q`,
-// applied by the dispatch loop that called the handler (see defer_release_).
+// applied by the dispatch loop that called the handler (see defer_release_);
+// or, with `batch` (a CompletionBatch lives on this thread, outside any
+// handler), by the batch's end, for the first unlimited parallel queue a
+// completion of the batch released on.
 struct DeferredRelease {
-  const QueueImpl* q = nullptr;
+  QueueImpl* q = nullptr;
   std::uint64_t sub = 0;
+  bool batch = false;
 };
 constinit thread_local DeferredRelease t_defer;
 
@@ -165,11 +169,45 @@ bool QueueImpl::update(std::uint64_t add, std::uint64_t sub, std::uint64_t or_bi
 }
 
 void QueueImpl::release_driver(std::uint64_t delta_sub) noexcept {
-  if (t_defer.q == this) {  // inside one of our handlers: the loop applies it
+  if (t_defer.q == this) {  // inside one of our handlers (or our batch): applied later
     t_defer.sub += delta_sub;
     return;
   }
+  if (t_defer.batch && t_defer.q == nullptr && defer_release_) {  // the batch takes this queue
+    t_defer.q = this;
+    t_defer.sub = delta_sub;
+    return;
+  }
   if (update(0, delta_sub, 0, 0, false)) enter_loop();
+}
+
+void QueueImpl::release_driver_notified(std::uint64_t delta_sub) noexcept {
+  // A power-down waits for this request: its count must have dropped before
+  // the acknowledgement, so a batch's deferred releases are applied first.
+  if (t_defer.batch && t_defer.q == this) flush_completion_batch();
+  release_driver(delta_sub);
+  power_ack_done();
+}
+
+CompletionBatch::CompletionBatch() noexcept : owns_(!t_defer.batch && t_defer.q == nullptr) {
+  if (owns_) t_defer.batch = true;
+}
+
+CompletionBatch::~CompletionBatch() {
+  if (!owns_) return;
+  flush_completion_batch();
+  t_defer.batch = false;
+}
+
+void flush_completion_batch() noexcept {
+  if (!t_defer.batch || t_defer.q == nullptr) return;
+  QueueImpl* q = t_defer.q;
+  const std::uint64_t sub = t_defer.sub;
+  // Applied now: the batch must not take the release back. It may take a
+  // queue again afterwards.
+  t_defer = DeferredRelease{};
+  q->release_driver(sub);
+  t_defer.batch = true;
 }
 
 void QueueImpl::enter_loop() noexcept {
@@ -749,8 +787,8 @@ void QueueImpl::finish_owned(RequestImpl* r, std::uint64_t w, Status status, std
   // finds the request no longer driver-owned. (A release deferred to this
   // queue's loop cannot meet a waiting power-down: power-down holds dispatch
   // and waits until no handler of this queue runs.)
-  release_driver(kD1);
-  if (notified) power_ack_done();
+  if (notified) release_driver_notified(kD1);
+  else release_driver(kD1);
   DeviceImpl::return_reserved(r);
 }
 
@@ -1136,6 +1174,7 @@ Status QueueImpl::drain_impl(QueueCallback cb, void* ctx, bool purge) noexcept {
 }
 
 Status QueueImpl::sync_impl(SyncOp op) noexcept {
+  flush_completion_batch();  // this thread's own deferred releases must not hold up the wait
   if (thread_in_loop_of(this))
     return dev_.usage(Status::usage_in_handler,
                       "a synchronous stop/drain/purge from a handler of the same queue never returns");

@@ -106,8 +106,8 @@ Status Request::forward_to_queue(Queue& destination) const noexcept {
     return is_usage_error(s) ? r->device->usage(s, "forward_to_queue: the request changed hands") : s;
   }
   source->count(QueueImpl::kForwarded);
-  source->release_driver(qs::kD1);
-  if (notified) source->power_ack_done();  // after the driver count dropped
+  if (notified) source->release_driver_notified(qs::kD1);  // the count drops before the acknowledgement
+  else source->release_driver(qs::kD1);
   if (completed) DeviceImpl::return_reserved(r);  // after the source let go
   return Status::success;
 }

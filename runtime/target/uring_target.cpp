@@ -836,6 +836,8 @@ std::size_t UringTarget::Impl::poll(Ring& r) noexcept {
     }
   }
   io_uring_cqe* cqes[64];
+  // The completions below release their queues' driver counts together.
+  const detail::CompletionBatch batch;
   for (;;) {
     const unsigned n = io_uring_peek_batch_cqe(&r.ring, cqes, 64);
     if (n == 0) break;
