@@ -236,6 +236,13 @@ class QueueImpl final : public Queue {
   // enter_loop(). `ready_if_empty` sets kReady on a manual queue when Q was 0.
   bool update(std::uint64_t add, std::uint64_t sub, std::uint64_t or_bits,
               std::uint64_t clear_bits, bool parallel_entry, bool ready_if_empty = false) noexcept;
+  // update(0, sub, 0, clear_bits, ...) where the new word has work for no
+  // thread (quiet): one compare-exchange, inlined into release_driver() and
+  // the token holder's insert. False: the word has, or may have, work, or it
+  // changed under us; the caller goes through update().
+  bool update_quiet(std::uint64_t sub, std::uint64_t clear_bits) noexcept;
+  // A sufficient condition for work_for(ns, 0) being false, cheap to test.
+  bool quiet(std::uint64_t ns) const noexcept;
   void kick() noexcept {
     if (update(0, 0, 0, 0, false)) enter_loop();
   }

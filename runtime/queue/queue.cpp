@@ -142,6 +142,24 @@ bool QueueImpl::has_handler_for(RequestType t) const noexcept {
   return poppable(s) > 0 && D(s) < limit_;
 }
 
+[[gnu::always_inline]] inline bool QueueImpl::quiet(std::uint64_t ns) const noexcept {
+  // No callback or event waits (whatever the counts), and: nothing to pop
+  // (then only a manual queue's ready callback could be due), or a manual
+  // queue that is not purging and has no ready callback due.
+  if (ns & (kEvents | kIdleArmed | kPurgeArmed)) return false;
+  const bool ready_due = is_manual() && (ns & kReady) && ready_cb_.load(std::memory_order_acquire) != nullptr;
+  if (poppable(ns) == 0) return !ready_due;
+  return is_manual() && !ready_due && !purge_mode_.load(std::memory_order_acquire);
+}
+
+[[gnu::always_inline]] inline bool QueueImpl::update_quiet(std::uint64_t sub, std::uint64_t clear_bits) noexcept {
+  std::uint64_t s = st_.load(std::memory_order_relaxed);
+  const std::uint64_t ns = (s - sub) & ~clear_bits;
+  if (!quiet(ns)) return false;
+  // acq_rel: as in update().
+  return st_.compare_exchange_strong(s, ns, std::memory_order_acq_rel, std::memory_order_relaxed);
+}
+
 bool QueueImpl::may_enter(std::uint64_t ns, bool parallel_entry) const noexcept {
   // Not from inside the loop, and with a thread already in it only when
   // `parallel_entry` and, for a queue with a home core, on that core (it has
@@ -178,6 +196,7 @@ void QueueImpl::release_driver(std::uint64_t delta_sub) noexcept {
     t_defer.sub = delta_sub;
     return;
   }
+  if (update_quiet(delta_sub, 0)) return;
   if (update(0, delta_sub, 0, 0, false)) enter_loop();
 }
 
@@ -483,6 +502,7 @@ void QueueImpl::insert_counted(RequestImpl* r, std::uint32_t gen, Hold hold) noe
       Backoff backoff;
       while (!inbox_.try_push(r)) backoff.pause();
     }
+    if (update_quiet(0, kToken)) return;
     if (update(0, 0, 0, kToken, /*parallel_entry=*/true)) enter_loop();
     return;
   }
