@@ -35,21 +35,12 @@ class PerThreadCounters {
 
   void add(std::size_t which, std::uint64_t n = 1) noexcept {
     const std::uint32_t t = thread_index();
-    if (t == kNoThreadIndex) {
-      shared_.v[which].fetch_add(n, std::memory_order_relaxed);
-      return;
-    }
     // acquire: pairs with the release publishing a block built by an earlier
     // holder of this thread index.
-    Block* b = blocks_[t].load(std::memory_order_acquire);
-    if (b == nullptr) {
-      b = new (std::nothrow) Block;
-      if (b == nullptr) {
-        shared_.v[which].fetch_add(n, std::memory_order_relaxed);
-        return;
-      }
-      // release: publishes the zeroed block to readers and later holders.
-      blocks_[t].store(b, std::memory_order_release);
+    Block* b = t != kNoThreadIndex ? blocks_[t].load(std::memory_order_acquire) : nullptr;
+    if (b == nullptr) [[unlikely]] {
+      add_slow(t, which, n);
+      return;
     }
     auto& c = b->v[which];
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -68,6 +59,20 @@ class PerThreadCounters {
   }
 
  private:
+  // No thread index, or this thread's first count: build its block, or count
+  // in the shared block.
+  [[gnu::noinline]] void add_slow(std::uint32_t t, std::size_t which, std::uint64_t n) noexcept {
+    Block* b = t != kNoThreadIndex ? new (std::nothrow) Block : nullptr;
+    if (b == nullptr) {
+      shared_.v[which].fetch_add(n, std::memory_order_relaxed);
+      return;
+    }
+    // release: publishes the zeroed block to readers and later holders.
+    blocks_[t].store(b, std::memory_order_release);
+    auto& c = b->v[which];
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+
   struct alignas(kCacheLine) Block {
     std::array<std::atomic<std::uint64_t>, N> v{};
   };

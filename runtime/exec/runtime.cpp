@@ -21,11 +21,7 @@ namespace ioq {
 
 namespace {
 
-// The runtime a thread serves, by id, never by address: a runtime destroyed
-// and another created at the same address must not inherit old bindings.
 std::atomic<std::uint64_t> g_next_runtime_id{1};
-thread_local std::uint64_t t_runtime = 0;
-thread_local std::uint32_t t_core = kNoCore;
 
 std::uint64_t now_ns() noexcept {
   return static_cast<std::uint64_t>(
@@ -38,10 +34,6 @@ void bump(std::atomic<std::uint64_t>& c) noexcept {  // single writer: the core'
 }
 
 }  // namespace
-
-std::uint32_t Runtime::Impl::core_of_calling_thread() const noexcept {
-  return t_runtime == id ? t_core : kNoCore;
-}
 
 // ---- the mailbox: Dmitry Vyukov's intrusive MPSC queue ----
 
@@ -125,7 +117,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeConfig& config) {
 
 Runtime::~Runtime() {
   if (!impl_) return;
-  if (t_runtime == impl_->id) unbind_thread();
+  if (detail::t_binding.runtime == impl_->id) unbind_thread();
   impl_->stopping.store(true, std::memory_order_seq_cst);
   for (auto& core : impl_->cores) {
     core->sleeping.store(0, std::memory_order_seq_cst);
@@ -138,8 +130,8 @@ Runtime::~Runtime() {
 }
 
 void Runtime::Impl::reactor(Core& core) noexcept {
-  t_runtime = id;
-  t_core = core.index;
+  detail::t_binding.runtime = id;
+  detail::t_binding.core = core.index;
   if (cfg.pin) {
     cpu_set_t set;
     CPU_ZERO(&set);
@@ -218,16 +210,16 @@ void Runtime::post(std::uint32_t core, Task& task) noexcept {
 std::size_t Runtime::poll(std::uint32_t core) noexcept { return impl_->poll(*impl_->cores[core]); }
 
 void Runtime::bind_thread(std::uint32_t core) noexcept {
-  t_runtime = impl_->id;
-  t_core = core;
+  detail::t_binding.runtime = impl_->id;
+  detail::t_binding.core = core;
 }
 
 void Runtime::unbind_thread() noexcept {
-  t_runtime = 0;
-  t_core = kNoCore;
+  detail::t_binding.runtime = 0;
+  detail::t_binding.core = kNoCore;
 }
 
-std::uint32_t Runtime::current_core() noexcept { return t_core; }
+std::uint32_t Runtime::current_core() noexcept { return detail::t_binding.core; }
 
 void Runtime::wake(std::uint32_t core) noexcept { impl_->wake(*impl_->cores[core % impl_->cores.size()]); }
 

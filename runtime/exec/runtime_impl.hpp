@@ -14,6 +14,16 @@
 
 namespace ioq {
 
+namespace detail {
+// The runtime a thread serves, by id, never by address: a runtime destroyed
+// and another created at the same address must not inherit old bindings.
+struct ThreadBinding {
+  std::uint64_t runtime = 0;
+  std::uint32_t core = kNoCore;
+};
+inline thread_local ThreadBinding t_binding;
+}  // namespace detail
+
 struct Runtime::Impl {
   struct alignas(detail::kCacheLine) Core {
     // Producers' end of the mailbox: every post exchanges it.
@@ -42,7 +52,9 @@ struct Runtime::Impl {
   void reactor(Core& core) noexcept;
   void wake(Core& core) noexcept;
   // The core the calling thread serves for this runtime, or kNoCore.
-  std::uint32_t core_of_calling_thread() const noexcept;
+  std::uint32_t core_of_calling_thread() const noexcept {
+    return detail::t_binding.runtime == id ? detail::t_binding.core : kNoCore;
+  }
 
   RuntimeConfig cfg;
   std::uint64_t id = 0;  // unique per process (thread bindings name it)

@@ -21,19 +21,6 @@ constexpr std::size_t round_up(std::size_t v, std::size_t a) { return (v + a - 1
 
 }  // namespace
 
-// One thread's cache of free slot indices. Only the owning thread (the holder
-// of its thread index) touches `items`; `count` and the counters are atomics so
-// stats() may read them from any thread.
-struct Slab::Cache {
-  std::atomic<std::uint32_t> count{0};
-  std::atomic<std::uint64_t> allocs{0};
-  std::atomic<std::uint64_t> releases{0};
-  std::atomic<std::uint64_t> exhausted{0};
-  std::atomic<std::uint64_t> injected{0};
-  std::uint32_t capacity = 0;
-  std::uint32_t* items = nullptr;
-};
-
 Result<std::unique_ptr<Slab>> Slab::create(const SlabConfig& config) {
   if (config.slots == 0 || config.slots > 0xFFFFFFu)
     return fail(Status::invalid_parameter, "slab: slots must be in 1 .. 16777215");
@@ -169,16 +156,8 @@ void Slab::push_free(const std::uint32_t* items, std::size_t n) noexcept {
   }
 }
 
-Slab::Allocation Slab::take(std::uint32_t index) noexcept {
-  auto& w = word(index);
-  const std::uint32_t gen = static_cast<std::uint32_t>(w.load(std::memory_order_relaxed)) + 1;
-  // release: the new generation (odd: allocated) is visible to validate()'s acquire
-  // on any thread that learns the handle through a later release/acquire pair.
-  w.store(gen, std::memory_order_release);
-  return Allocation{Status::success, make_handle(id_, index, gen), index, object(index)};
-}
 
-Slab::Allocation Slab::allocate() noexcept {
+Slab::Allocation Slab::allocate_slow() noexcept {
   // acquire: pairs with the release in set_alloc_hook().
   if (auto fn = hook_fn_.load(std::memory_order_acquire); fn != nullptr) {
     if (fn(hook_ctx_.load(std::memory_order_relaxed))) {
@@ -213,16 +192,8 @@ Slab::Allocation Slab::allocate() noexcept {
   return take(index);
 }
 
-void Slab::release_owned(std::uint32_t index) noexcept {
-  auto& w = word(index);
-  const std::uint64_t cur = w.load(std::memory_order_relaxed);
-  // release: the freed generation is published before the index reaches the free
-  // ring (whose own release/acquire orders the next owner's reuse).
-  w.store(static_cast<std::uint32_t>(cur) + 1, std::memory_order_release);
-  recycle(index);
-}
 
-void Slab::recycle(std::uint32_t index) noexcept {
+void Slab::recycle_slow(std::uint32_t index) noexcept {
   Cache* c = cache_for_this_thread();
   if (c == nullptr) {
     push_free(&index, 1);

@@ -113,6 +113,9 @@ class Slab {
   Slab(const Slab&) = delete;
   Slab& operator=(const Slab&) = delete;
 
+  // allocate() and release_owned() are inline: their common case (the calling
+  // thread's cache has a slot, or room for one) is a few loads and stores; the
+  // rest (no cache yet, refill, spill, injection hook) is out of line.
   [[nodiscard]] Allocation allocate() noexcept;
   [[nodiscard]] Status release(Handle h) noexcept;
   void release_owned(std::uint32_t index) noexcept;
@@ -169,11 +172,30 @@ class Slab {
   }
 
  private:
-  struct Cache;
+  // One thread's cache of free slot indices. Only the owning thread (the holder
+  // of its thread index) touches `items`; `count` and the counters are atomics so
+  // stats() may read them from any thread.
+  struct Cache {
+    std::atomic<std::uint32_t> count{0};
+    std::atomic<std::uint64_t> allocs{0};
+    std::atomic<std::uint64_t> releases{0};
+    std::atomic<std::uint64_t> exhausted{0};
+    std::atomic<std::uint64_t> injected{0};
+    std::uint32_t capacity = 0;
+    std::uint32_t* items = nullptr;
+  };
 
   Slab(const SlabConfig& config, std::uint32_t id, std::byte* base, std::size_t stride,
        std::size_t context_offset);
 
+  // The calling thread's cache if it has one already (the inline paths' test).
+  Cache* existing_cache() const noexcept {
+    const std::uint32_t t = thread_index();
+    // acquire: pairs with the release publishing a cache in cache_for_this_thread().
+    return t < kMaxThreads ? caches_[t].load(std::memory_order_acquire) : nullptr;
+  }
+  Allocation allocate_slow() noexcept;
+  void recycle_slow(std::uint32_t index) noexcept;
   Cache* cache_for_this_thread() noexcept;
   bool refill(Cache& c) noexcept;
   void push_free(const std::uint32_t* items, std::size_t n) noexcept;
@@ -201,6 +223,55 @@ class Slab {
   std::atomic<std::uint64_t> shared_injected_{0};
   mutable std::atomic<std::uint64_t> rejected_{0};
 };
+
+inline Slab::Allocation Slab::take(std::uint32_t index) noexcept {
+  auto& w = word(index);
+  const std::uint32_t gen = static_cast<std::uint32_t>(w.load(std::memory_order_relaxed)) + 1;
+  // release: the new generation (odd: allocated) is visible to validate()'s acquire
+  // on any thread that learns the handle through a later release/acquire pair.
+  w.store(gen, std::memory_order_release);
+  return Allocation{Status::success, make_handle(id_, index, gen), index, object(index)};
+}
+
+inline Slab::Allocation Slab::allocate() noexcept {
+  // acquire (hook): pairs with the release in set_alloc_hook(); the slow path
+  // reads it again.
+  if (hook_fn_.load(std::memory_order_acquire) == nullptr) [[likely]] {
+    if (Cache* c = existing_cache(); c != nullptr) [[likely]] {
+      const std::uint32_t n = c->count.load(std::memory_order_relaxed);
+      if (n != 0) [[likely]] {
+        const std::uint32_t index = c->items[n - 1];
+        c->count.store(n - 1, std::memory_order_relaxed);
+        // Single writer: a plain add, no locked instruction.
+        c->allocs.store(c->allocs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        return take(index);
+      }
+    }
+  }
+  return allocate_slow();
+}
+
+inline void Slab::recycle(std::uint32_t index) noexcept {
+  if (Cache* c = existing_cache(); c != nullptr) [[likely]] {
+    const std::uint32_t n = c->count.load(std::memory_order_relaxed);
+    if (n != c->capacity) [[likely]] {
+      c->items[n] = index;
+      c->count.store(n + 1, std::memory_order_relaxed);
+      c->releases.store(c->releases.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      return;
+    }
+  }
+  recycle_slow(index);
+}
+
+inline void Slab::release_owned(std::uint32_t index) noexcept {
+  auto& w = word(index);
+  const std::uint64_t cur = w.load(std::memory_order_relaxed);
+  // release: the freed generation is published before the index reaches the free
+  // ring (whose own release/acquire orders the next owner's reuse).
+  w.store(static_cast<std::uint32_t>(cur) + 1, std::memory_order_release);
+  recycle(index);
+}
 
 // Every live slab by id; 0 and ids being built hold nullptr or 1.
 inline std::atomic<Slab*> g_slab_table[256];

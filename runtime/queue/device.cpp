@@ -72,31 +72,6 @@ Status DeviceImpl::usage(Status s, const char* what) noexcept {
   return s;
 }
 
-void DeviceImpl::finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err,
-                               bool return_reserved) noexcept {
-  Packet* p = r->packet.load(std::memory_order_relaxed);
-  r->packet.store(nullptr, std::memory_order_relaxed);
-  // What a submitter sees for the framework's busy/paused codes.
-  if (status == Status::wdf_paused || status == Status::wdf_busy) status = Status::device_busy;
-  p->status = status;
-  p->information = info;
-  p->sys_errno = err;
-  counters_.add(kCompletedPackets);
-  if (QueueImpl* owner = r->reserved_owner; owner != nullptr) {
-    // A reserved request: its handle goes stale now, the packet completes,
-    // then the request goes back to its owning queue (spec section 6), here
-    // or by the caller (see return_reserved).
-    r->slab->retire(r->index);
-    p->on_complete(*p);
-    if (return_reserved) owner->fp_return(r);
-    return;
-  }
-  // The slot is free before the callback runs: a callback that submits again
-  // can reuse it at once. Nothing of r is touched after this.
-  slab_->release_owned(r->index);
-  p->on_complete(*p);
-}
-
 void DeviceImpl::complete_unbound(Packet& p, Status s) noexcept {
   p.status = s;
   p.information = 0;
@@ -217,7 +192,7 @@ Status DeviceImpl::start_impl() noexcept {
 // ---------------------------------------------------------------------------
 // Submission
 
-QueueImpl* DeviceImpl::route(Packet& p) noexcept {
+inline QueueImpl* DeviceImpl::route(Packet& p) noexcept {
   p.status = Status::pending;
   p.information = 0;
   p.sys_errno = 0;
@@ -249,7 +224,7 @@ QueueImpl* DeviceImpl::route(Packet& p) noexcept {
   return q;
 }
 
-RequestImpl* DeviceImpl::bind(const Slab::Allocation& a, Packet& p) noexcept {
+inline RequestImpl* DeviceImpl::bind(const Slab::Allocation& a, Packet& p) noexcept {
   auto* r = static_cast<RequestImpl*>(a.object);
   r->packet.store(&p, std::memory_order_relaxed);
   r->queue.store(nullptr, std::memory_order_relaxed);

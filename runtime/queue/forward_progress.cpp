@@ -102,7 +102,7 @@ ForwardProgressStats QueueImpl::fp_stats() const noexcept {
   return out;
 }
 
-bool QueueImpl::has_fp_allocate_hook() const noexcept {
+bool QueueImpl::fp_has_allocate_hook() const noexcept {
   const ForwardProgress* f = fp();
   return f != nullptr && f->cfg.allocate_request_resources != nullptr;
 }

@@ -177,7 +177,8 @@ class QueueImpl final : public Queue {
   bool fp_allocate_request_resources(RequestImpl* r) noexcept;
   // Whether this queue has the allocate-resources callback (the driver sees a
   // new request before it arrives, so its handle is published first).
-  bool has_fp_allocate_hook() const noexcept;
+  bool has_fp_allocate_hook() const noexcept { return fp() != nullptr && fp_has_allocate_hook(); }
+  bool fp_has_allocate_hook() const noexcept;  // fp() set: does it have the hook
   // A reserved request of this queue finished its packet: serve the oldest
   // parked packet with it, or put it back on the free list.
   void fp_return(RequestImpl* r) noexcept;
@@ -389,8 +390,8 @@ class DeviceImpl final : public Device {
   // return_reserved() once it has released the request's queue counts, so
   // that, as in WDF, the completing queue is notified (driver-1 and its
   // dispatch pass) before the final release serves a parked packet.
-  void finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err,
-                     bool return_reserved = true) noexcept;
+  inline void finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err,
+                            bool return_reserved = true) noexcept;
   // After finish_packet(..., false): a reserved r goes back to its owner.
   static void return_reserved(RequestImpl* r) noexcept;
   // Completes a packet that never got a request.
@@ -510,6 +511,31 @@ class CompletionBatch {
 // Applies this thread's batched releases now (the batch goes on).
 void flush_completion_batch() noexcept;
 
+inline void DeviceImpl::finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err,
+                                      bool return_reserved) noexcept {
+  Packet* p = r->packet.load(std::memory_order_relaxed);
+  r->packet.store(nullptr, std::memory_order_relaxed);
+  // What a submitter sees for the framework's busy/paused codes.
+  if (status == Status::wdf_paused || status == Status::wdf_busy) status = Status::device_busy;
+  p->status = status;
+  p->information = info;
+  p->sys_errno = err;
+  counters_.add(kCompletedPackets);
+  if (QueueImpl* owner = r->reserved_owner; owner != nullptr) {
+    // A reserved request: its handle goes stale now, the packet completes,
+    // then the request goes back to its owning queue (spec section 6), here
+    // or by the caller (see return_reserved).
+    r->slab->retire(r->index);
+    p->on_complete(*p);
+    if (return_reserved) owner->fp_return(r);
+    return;
+  }
+  // The slot is free before the callback runs: a callback that submits again
+  // can reuse it at once. Nothing of r is touched after this.
+  slab_->release_owned(r->index);
+  p->on_complete(*p);
+}
+
 inline void DeviceImpl::return_reserved(RequestImpl* r) noexcept {
   // reserved_owner is fixed for the slot's lifetime, so reading it after the
   // packet completed is safe even for a normal slot that was reused meanwhile.
@@ -527,7 +553,67 @@ struct Claimed {
   std::uint64_t w = 0;
 };
 [[nodiscard]] bool claim_cancelable(Request request, Claimed& out) noexcept;
-void complete_claimed(const Claimed& c, Status status, std::uint64_t information, std::int32_t err) noexcept;
+inline void complete_claimed(const Claimed& c, Status status, std::uint64_t information, std::int32_t err) noexcept {
+  c.r->queue.load(std::memory_order_acquire)->finish_owned(c.r, c.w, status, information, err);
+}
+
+// claim_cancelable's common case inline: the handle is current, the request
+// owned and marked, no cancel callback scheduled. Anything else (including a
+// lost compare-exchange) goes through claim_cancelable, which reports misuse.
+[[nodiscard]] inline bool claim_cancelable_fast(Request request, Claimed& out) noexcept {
+  std::uint64_t w = 0;
+  RequestImpl* r = lookup(request.handle(), w);
+  if (r != nullptr && rs::gen(w) == handle_generation(request.handle()) && rs::where(w) == rs::kOwned &&
+      (w & (rs::kCancelable | rs::kCancelCb | rs::kHandOver)) == rs::kCancelable) [[likely]] {
+    const std::uint64_t nw = rs::with_where(w & ~rs::kCancelable, rs::kCompleting);
+    // acq_rel: as in claim_cancelable.
+    if (r->word().compare_exchange_strong(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) [[likely]] {
+      out = Claimed{r, w & ~rs::kCancelable};
+      return true;
+    }
+  }
+  return claim_cancelable(request, out);
+}
+
+// Request::mark_cancelable(_ex) on a request already looked up (lookup():
+// r and its word w, as loaded then), for a target that resolved the handle
+// once for several steps. The same checks and results.
+[[nodiscard]] Status mark_cancelable_at(RequestImpl* r, std::uint64_t w, std::uint64_t handle, CancelCallback cb,
+                                        void* ctx, bool ex) noexcept;
+
+// The marking compare-exchange succeeded (w: the word it stored) but the
+// queue's latch was set: purge or stop_and_purge may have scanned already, so
+// the mark cancels it itself (schedules the callback).
+void mark_latched(RequestImpl* r, QueueImpl* q, std::uint64_t w) noexcept;
+
+// mark_cancelable_at(..., ex = true), its common case inline: a current handle
+// to a driver-owned request, not canceled, not marked, no latch. Anything else
+// goes through mark_cancelable_at, which decides and reports misuse.
+[[nodiscard]] inline Status mark_cancelable_ex_fast(RequestImpl* r, std::uint64_t w, std::uint64_t handle,
+                                                    CancelCallback cb, void* ctx) noexcept {
+  QueueImpl* q = r->queue.load(std::memory_order_acquire);
+  if (rs::gen(w) == handle_generation(handle) && rs::where(w) == rs::kOwned &&
+      (w & (rs::kHandOver | rs::kCanceled | rs::kCancelable | rs::kCancelCb)) == 0 && cb != nullptr &&
+      !q->latch_set()) [[likely]] {
+    r->cancel_ctx.store(ctx, std::memory_order_relaxed);
+    r->cancel_cb.store(cb, std::memory_order_release);
+    // seq_cst, and the latch load after it: see mark_cancelable_at.
+    if (r->word().compare_exchange_strong(w, w | rs::kCancelable, std::memory_order_seq_cst,
+                                          std::memory_order_acquire)) [[likely]] {
+      if (q->latch_set_seq_cst()) [[unlikely]]
+        mark_latched(r, q, w | rs::kCancelable);
+      return Status::success;
+    }
+  }
+  return mark_cancelable_at(r, w, handle, cb, ctx, /*ex=*/true);
+}
+
+// What Request::validate() checks, on a word lookup() loaded: the handle names
+// the request's current, allocated incarnation.
+[[nodiscard]] inline bool handle_is_live(std::uint64_t handle, std::uint64_t w) noexcept {
+  const std::uint32_t hgen = handle_generation(handle);
+  return rs::gen(w) == hgen && (hgen & 1u) != 0 && rs::where(w) != rs::kFree;
+}
 
 inline QueueImpl& impl(Queue& q) noexcept { return static_cast<QueueImpl&>(q); }
 inline const QueueImpl& impl(const Queue& q) noexcept { return static_cast<const QueueImpl&>(q); }

@@ -808,6 +808,7 @@ void QueueImpl::finish_owned(RequestImpl* r, std::uint64_t w, Status status, std
   // queue's loop cannot meet a waiting power-down: power-down holds dispatch
   // and waits until no handler of this queue runs.)
   if (notified) release_driver_notified(kD1);
+  else if (t_defer.q == this) t_defer.sub += kD1;  // release_driver's first case, inline
   else release_driver(kD1);
   DeviceImpl::return_reserved(r);
 }

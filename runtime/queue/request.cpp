@@ -176,10 +176,19 @@ Status Request::stop_acknowledge(bool requeue) const noexcept {
   }
 }
 
-namespace {
-Status mark(std::uint64_t handle, CancelCallback cb, void* ctx, bool ex) noexcept {
-  std::uint64_t w = 0;
-  RequestImpl* r = detail::lookup(handle, w);
+void detail::mark_latched(RequestImpl* r, QueueImpl* q, std::uint64_t w) noexcept {
+  const std::uint32_t gen = rs::gen(w);
+  while (rs::gen(w) == gen && rs::where(w) == rs::kOwned && (w & rs::kCancelable)) {
+    const std::uint64_t nw = (w & ~(rs::kCancelable | rs::kCancelRan)) | rs::kCanceled | rs::kCancelCb;
+    if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      q->schedule_cancel_callback(r, gen);
+      break;
+    }
+  }
+}
+
+Status detail::mark_cancelable_at(RequestImpl* r, std::uint64_t w, std::uint64_t handle, CancelCallback cb,
+                                  void* ctx, bool ex) noexcept {
   if (Status s = check_owned(r, w, handle, "mark_cancelable"); s != Status::success) return s;
   if (rs::cancel_pending(w))
     return r->device->usage(Status::usage_cancelable, "mark_cancelable: already marked cancelable");
@@ -210,21 +219,18 @@ Status mark(std::uint64_t handle, CancelCallback cb, void* ctx, bool ex) noexcep
     // instructions: lock cmpxchg and mov.)
     if (r->word().compare_exchange_weak(w, w | rs::kCancelable, std::memory_order_seq_cst,
                                         std::memory_order_acquire)) {
-      if (q->latch_set_seq_cst()) {
-        w |= rs::kCancelable;
-        const std::uint32_t gen = rs::gen(w);
-        while (rs::gen(w) == gen && rs::where(w) == rs::kOwned && (w & rs::kCancelable)) {
-          const std::uint64_t nw = (w & ~(rs::kCancelable | rs::kCancelRan)) | rs::kCanceled | rs::kCancelCb;
-          if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
-            q->schedule_cancel_callback(r, gen);
-            break;
-          }
-        }
-      }
+      if (q->latch_set_seq_cst()) detail::mark_latched(r, q, w | rs::kCancelable);
       return Status::success;
     }
     if (Status s = check_owned(r, w, handle, "mark_cancelable"); s != Status::success) return s;
   }
+}
+
+namespace {
+Status mark(std::uint64_t handle, CancelCallback cb, void* ctx, bool ex) noexcept {
+  std::uint64_t w = 0;
+  RequestImpl* r = detail::lookup(handle, w);
+  return detail::mark_cancelable_at(r, w, handle, cb, ctx, ex);
 }
 }  // namespace
 
@@ -262,10 +268,6 @@ bool detail::claim_cancelable(Request request, Claimed& out) noexcept {
       return true;
     }
   }
-}
-
-void detail::complete_claimed(const Claimed& c, Status status, std::uint64_t information, std::int32_t err) noexcept {
-  c.r->queue.load(std::memory_order_acquire)->finish_owned(c.r, c.w, status, information, err);
 }
 
 bool Request::is_canceled() const noexcept {

@@ -100,7 +100,8 @@ struct UringTarget::Impl {
     bool enabled = false;
     bool needs_enable = false;
     std::unique_ptr<Op[]> ops;
-    std::vector<std::uint32_t> free;  // free op indices (a stack)
+    std::unique_ptr<std::uint32_t[]> free;  // free op indices (a stack of free_n)
+    std::uint32_t free_n = 0;
     RequestImpl* wait_head = nullptr;
     RequestImpl* wait_tail = nullptr;
     bool pumping = false;  // pump() is on the stack
@@ -144,7 +145,8 @@ struct UringTarget::Impl {
   Status open_file();
   Status create_ring(Ring& r);
   void enable(Ring& r) noexcept;
-  void start(Ring& r, Request rq) noexcept;
+  // ri, w: the request and its word as lookup() loaded them (the handle is live).
+  void start(Ring& r, Request rq, RequestImpl* ri, std::uint64_t w) noexcept;
   void pump(Ring& r) noexcept;
   void enqueue(Ring& r, RequestImpl* ri) noexcept;
   // The calling thread may touch r (it is the core's server, or no server is known).
@@ -153,6 +155,8 @@ struct UringTarget::Impl {
   }
   static void wait_cancel_cb(Request rq, void* ctx) noexcept;
   static void wait_cancel_run(Task& t) noexcept;
+  // Prepares op's next SQE (the whole request, or what a short transfer left).
+  void prep(Op& op) noexcept;
   void issue(Op& op) noexcept;
   io_uring_sqe* sqe(Ring& r) noexcept;
   void on_cqe(Ring& r, io_uring_cqe* cqe) noexcept;
@@ -168,11 +172,6 @@ struct UringTarget::Impl {
 };
 
 namespace {
-
-RequestImpl* impl_of(Request rq) noexcept {
-  std::uint64_t w = 0;
-  return lookup(rq.handle(), w);
-}
 
 void append(RequestImpl*& head, RequestImpl*& tail, RequestImpl* r) noexcept {
   r->target_next = nullptr;
@@ -328,14 +327,14 @@ Status UringTarget::Impl::create_ring(Ring& r) {
   }
 
   r.ops = std::make_unique<Op[]>(cfg.depth);
-  r.free.reserve(cfg.depth);
+  r.free = std::make_unique<std::uint32_t[]>(cfg.depth);
   for (std::uint32_t i = cfg.depth; i-- > 0;) {
     Op& op = r.ops[i];
     op.ring = &r;
     op.index = i;
     op.cancel_task.run = &Impl::cancel_task;
     op.cancel_task.op = &op;
-    r.free.push_back(i);
+    r.free[r.free_n++] = i;
   }
   return Status::success;
 }
@@ -424,7 +423,7 @@ UringTarget::~UringTarget() {
 
 // ---- the request path ---------------------------------------------------
 
-io_uring_sqe* UringTarget::Impl::sqe(Ring& r) noexcept {
+[[gnu::always_inline]] inline io_uring_sqe* UringTarget::Impl::sqe(Ring& r) noexcept {
   io_uring_sqe* s = io_uring_get_sqe(&r.ring);
   if (s == nullptr) {
     // The SQ holds twice the depth; only a burst of cancels and resubmits can
@@ -437,7 +436,7 @@ io_uring_sqe* UringTarget::Impl::sqe(Ring& r) noexcept {
   return s;
 }
 
-void UringTarget::Impl::issue(Op& op) noexcept {
+[[gnu::always_inline]] inline void UringTarget::Impl::prep(Op& op) noexcept {
   Ring& r = *op.ring;
   if (cfg.inject != nullptr && op.kind != OpKind::nop) {
     const RequestType type = op.kind == OpKind::read ? RequestType::read : RequestType::write;
@@ -489,9 +488,10 @@ void UringTarget::Impl::issue(Op& op) noexcept {
   io_uring_sqe_set_data64(s, reinterpret_cast<std::uint64_t>(&op));
 }
 
-void UringTarget::Impl::start(Ring& r, Request rq) noexcept {
-  Packet* p = rq.packet();
-  if (p == nullptr) return;  // stale: nothing to complete
+[[gnu::always_inline]] inline void UringTarget::Impl::start(Ring& r, Request rq, RequestImpl* ri, std::uint64_t w) noexcept {
+  // Driver-owned: the packet stays bound until it completes.
+  Packet* p = ri->packet.load(std::memory_order_relaxed);
+  if (p == nullptr) return;
   OpKind kind;
   if (cfg.nop) {
     kind = OpKind::nop;
@@ -526,8 +526,7 @@ void UringTarget::Impl::start(Ring& r, Request rq) noexcept {
     }
   }
   // Callers start only with a free slot (send, pump).
-  const std::uint32_t idx = r.free.back();
-  r.free.pop_back();
+  const std::uint32_t idx = r.free[--r.free_n];
   Op& op = r.ops[idx];
   op.rq = rq;
   op.kind = kind;
@@ -549,7 +548,7 @@ void UringTarget::Impl::start(Ring& r, Request rq) noexcept {
     op.result = ::ioctl(fd, BLKDISCARD, &range) == 0 ? 0 : -errno;
     op.retries |= 0x80000000u;
   }
-  if (rq.mark_cancelable_ex(&Impl::cancel_cb, &op) == Status::cancelled) {
+  if (detail::mark_cancelable_ex_fast(ri, w, rq.handle(), &Impl::cancel_cb, &op) == Status::cancelled) {
     // Canceled before it reached the device: nothing was issued.
     op.result = -ECANCELED;
     op.cqe_final = true;
@@ -564,13 +563,17 @@ void UringTarget::Impl::start(Ring& r, Request rq) noexcept {
     io_uring_sqe_set_data64(s, reinterpret_cast<std::uint64_t>(&op));
     return;
   }
-  issue(op);
+  prep(op);
 }
+
+// prep() out of line, for the rarer paths (a retry, a short transfer's rest).
+void UringTarget::Impl::issue(Op& op) noexcept { prep(op); }
 
 Status UringTarget::send(Request request) noexcept {
   Impl& im = *impl_;
-  RequestImpl* ri = impl_of(request);
-  if (ri == nullptr || request.validate() != Status::success) return Status::invalid_handle;
+  std::uint64_t w = 0;
+  RequestImpl* ri = lookup(request.handle(), w);
+  if (ri == nullptr || !detail::handle_is_live(request.handle(), w)) return Status::invalid_handle;
   const std::uint32_t core = im.rti->core_of_calling_thread();
   // A thread that claims a core but is not its reactor (a binding left over
   // from bind_thread on a runtime since destroyed, whose Impl's address the
@@ -589,7 +592,7 @@ Status UringTarget::send(Request request) noexcept {
   }
   Impl::Ring& r = *im.rings[core];
   if (!r.enabled) im.enable(r);
-  if (r.free.empty() || r.wait_head != nullptr || r.pumping) {
+  if (r.free_n == 0 || r.wait_head != nullptr || r.pumping) {
     // Full (or others are waiting already): the request waits its turn, in
     // order; it never fails for lack of a slot.
     bump(r.waited);
@@ -597,16 +600,16 @@ Status UringTarget::send(Request request) noexcept {
     im.pump(r);
     return Status::success;
   }
-  im.start(r, request);
+  im.start(r, request, ri, w);
   return Status::success;
 }
 
 // ---- completion ---------------------------------------------------------
 
-void UringTarget::Impl::release(Op& op) noexcept {
+[[gnu::always_inline]] inline void UringTarget::Impl::release(Op& op) noexcept {
   Ring& r = *op.ring;
   op.rq = Request{};
-  r.free.push_back(op.index);
+  r.free[r.free_n++] = op.index;
   r.in_flight.store(r.in_flight.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 }
 
@@ -643,7 +646,7 @@ void UringTarget::Impl::finish(Op& op, const detail::Claimed* claimed) noexcept 
   else (void)rq.complete(status, information);
   // A slot is free: the oldest waiting request takes it (unless a handler
   // that ran inside the completion above has taken it already).
-  pump(r);
+  if (r.wait_head != nullptr) pump(r);
 }
 
 void UringTarget::Impl::pump(Ring& r) noexcept {
@@ -652,7 +655,7 @@ void UringTarget::Impl::pump(Ring& r) noexcept {
   // finish(), and the loop below, not a deeper call, starts the next one.
   if (r.pumping) return;
   r.pumping = true;
-  while (!r.free.empty() && r.wait_head != nullptr) {
+  while (r.free_n != 0 && r.wait_head != nullptr) {
     RequestImpl* ri = take(r.wait_head, r.wait_tail);
     const Request rq = request_of(ri);
     if (ri->target_marked) {
@@ -660,7 +663,7 @@ void UringTarget::Impl::pump(Ring& r) noexcept {
       // Its cancel callback has won: the wait-cancel task completes it.
       if (rq.unmark_cancelable() == Status::cancelled) continue;
     }
-    start(r, rq);
+    start(r, rq, ri, ri->word().load(std::memory_order_acquire));
   }
   r.pumping = false;
 }
@@ -758,7 +761,7 @@ void UringTarget::Impl::on_cqe(Ring& r, io_uring_cqe* cqe) noexcept {
   }
   // Unmark and complete in one step (claim_cancelable), unless the cancel
   // callback has won the request.
-  if (detail::Claimed claimed; detail::claim_cancelable(op.rq, claimed)) {
+  if (detail::Claimed claimed; detail::claim_cancelable_fast(op.rq, claimed)) {
     finish(op, &claimed);
     return;
   }
