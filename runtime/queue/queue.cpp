@@ -632,8 +632,19 @@ void QueueImpl::run_loop_with(RequestImpl* const* firsts, std::size_t n, std::ui
     pending += t_defer.sub;
     t_defer = saved;
   };
-  for (std::size_t i = 0; i < n; ++i)
-    deliver(firsts[i], n == 1 && first_word != 0 ? first_word : firsts[i]->word().load(std::memory_order_relaxed));
+  auto first_word_of = [&](std::size_t i) {
+    return n == 1 && first_word != 0 ? first_word : firsts[i]->word().load(std::memory_order_relaxed);
+  };
+  if (defer_release_) {
+    // deliver() for each, with the deferral set up once for the whole batch.
+    const DeferredRelease saved = t_defer;
+    t_defer = DeferredRelease{this, 0};
+    for (std::size_t i = 0; i < n; ++i) present(firsts[i], first_word_of(i));
+    pending = t_defer.sub;
+    t_defer = saved;
+  } else {
+    for (std::size_t i = 0; i < n; ++i) present(firsts[i], first_word_of(i));
+  }
   Backoff backoff;
   std::uint64_t blocked_at = 0;  // state in which a pop found the inbox head unpublished
   std::uint64_t s = st_.load(std::memory_order_acquire);

@@ -423,8 +423,25 @@ UringTarget::~UringTarget() {
 
 // ---- the request path ---------------------------------------------------
 
+namespace {
+// io_uring_get_sqe, inline: the rings ioq creates never use SQPOLL (the kernel
+// reads the tail only inside io_uring_enter, on this thread) nor 128-byte
+// SQEs, so the free-space check is a plain read of the kernel's head.
+// Anything else takes liburing's own function.
+[[gnu::always_inline]] inline io_uring_sqe* next_sqe(io_uring& ring) noexcept {
+  if ((ring.flags & (IORING_SETUP_SQPOLL | IORING_SETUP_SQE128)) != 0) [[unlikely]]
+    return io_uring_get_sqe(&ring);
+  io_uring_sq& sq = ring.sq;
+  const unsigned head = IO_URING_READ_ONCE(*sq.khead);
+  if (sq.sqe_tail - head >= sq.ring_entries) return nullptr;
+  io_uring_sqe* s = &sq.sqes[sq.sqe_tail & sq.ring_mask];
+  ++sq.sqe_tail;
+  return s;
+}
+}  // namespace
+
 [[gnu::always_inline]] inline io_uring_sqe* UringTarget::Impl::sqe(Ring& r) noexcept {
-  io_uring_sqe* s = io_uring_get_sqe(&r.ring);
+  io_uring_sqe* s = next_sqe(r.ring);
   if (s == nullptr) {
     // The SQ holds twice the depth; only a burst of cancels and resubmits can
     // fill it. Push what is there and take the freed entry.
