@@ -16,8 +16,9 @@ namespace {
 
 // Classifies a handle for an operation that needs a driver-owned request.
 // Returns success, or the usage error (counted) that applies.
-Status check_owned(RequestImpl* r, std::uint64_t w, std::uint64_t handle, const char* op) noexcept {
-  if (r == nullptr) return Status::invalid_handle;  // names no slab: nothing to count against
+// r is not null (check_owned has looked).
+[[gnu::noinline]] Status check_owned_slow(RequestImpl* r, std::uint64_t w, std::uint64_t handle,
+                                          const char* op) noexcept {
   DeviceImpl& d = *r->device;
   const std::uint32_t hgen = handle_generation(handle);
   if ((hgen & 1u) == 0) return d.usage(Status::invalid_handle, op);
@@ -33,6 +34,16 @@ Status check_owned(RequestImpl* r, std::uint64_t w, std::uint64_t handle, const 
     case rs::kCompleting: return d.usage(Status::usage_already_completed, op);
     default: return d.usage(Status::usage_not_owned, op);
   }
+}
+
+// The common case inline: the handle's generation is current and the request
+// is the driver's (owned implies allocated, so the generation is odd).
+[[gnu::always_inline]] inline Status check_owned(RequestImpl* r, std::uint64_t w, std::uint64_t handle,
+                                                 const char* op) noexcept {
+  if (r == nullptr) return Status::invalid_handle;  // names no slab: nothing to count against
+  if (rs::gen(w) == handle_generation(handle) && rs::where(w) == rs::kOwned && !(w & rs::kHandOver)) [[likely]]
+    return Status::success;
+  return check_owned_slow(r, w, handle, op);
 }
 
 struct Live {
