@@ -552,60 +552,63 @@ struct Claimed {
   RequestImpl* r = nullptr;
   std::uint64_t w = 0;
 };
-[[nodiscard]] bool claim_cancelable(Request request, Claimed& out) noexcept;
+// The checked path of claim_cancelable (below): every case, misuse reported.
+[[nodiscard]] bool claim_cancelable_slow(Request request, Claimed& out) noexcept;
 inline void complete_claimed(const Claimed& c, Status status, std::uint64_t information, std::int32_t err) noexcept {
   c.r->queue.load(std::memory_order_acquire)->finish_owned(c.r, c.w, status, information, err);
 }
 
-// claim_cancelable's common case inline: the handle is current, the request
-// owned and marked, no cancel callback scheduled. Anything else (including a
-// lost compare-exchange) goes through claim_cancelable, which reports misuse.
-[[nodiscard]] inline bool claim_cancelable_fast(Request request, Claimed& out) noexcept {
+// The common case inline: the handle is current, the request owned and
+// marked, no cancel callback scheduled. Anything else (including a lost
+// compare-exchange) goes through claim_cancelable_slow.
+[[nodiscard]] inline bool claim_cancelable(Request request, Claimed& out) noexcept {
   std::uint64_t w = 0;
   RequestImpl* r = lookup(request.handle(), w);
   if (r != nullptr && rs::gen(w) == handle_generation(request.handle()) && rs::where(w) == rs::kOwned &&
       (w & (rs::kCancelable | rs::kCancelCb | rs::kHandOver)) == rs::kCancelable) [[likely]] {
     const std::uint64_t nw = rs::with_where(w & ~rs::kCancelable, rs::kCompleting);
-    // acq_rel: as in claim_cancelable.
+    // acq_rel: as in claim_cancelable_slow.
     if (r->word().compare_exchange_strong(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) [[likely]] {
       out = Claimed{r, w & ~rs::kCancelable};
       return true;
     }
   }
-  return claim_cancelable(request, out);
+  return claim_cancelable_slow(request, out);
 }
 
-// Request::mark_cancelable(_ex) on a request already looked up (lookup():
-// r and its word w, as loaded then), for a target that resolved the handle
-// once for several steps. The same checks and results.
-[[nodiscard]] Status mark_cancelable_at(RequestImpl* r, std::uint64_t w, std::uint64_t handle, CancelCallback cb,
-                                        void* ctx, bool ex) noexcept;
+// The checked path of mark_cancelable_at (below): every case, misuse reported.
+[[nodiscard]] Status mark_cancelable_slow(RequestImpl* r, std::uint64_t w, std::uint64_t handle, CancelCallback cb,
+                                          void* ctx, bool ex) noexcept;
 
 // The marking compare-exchange succeeded (w: the word it stored) but the
 // queue's latch was set: purge or stop_and_purge may have scanned already, so
 // the mark cancels it itself (schedules the callback).
 void mark_latched(RequestImpl* r, QueueImpl* q, std::uint64_t w) noexcept;
 
-// mark_cancelable_at(..., ex = true), its common case inline: a current handle
-// to a driver-owned request, not canceled, not marked, no latch. Anything else
-// goes through mark_cancelable_at, which decides and reports misuse.
-[[nodiscard]] inline Status mark_cancelable_ex_fast(RequestImpl* r, std::uint64_t w, std::uint64_t handle,
-                                                    CancelCallback cb, void* ctx) noexcept {
-  QueueImpl* q = r->queue.load(std::memory_order_acquire);
-  if (rs::gen(w) == handle_generation(handle) && rs::where(w) == rs::kOwned &&
-      (w & (rs::kHandOver | rs::kCanceled | rs::kCancelable | rs::kCancelCb)) == 0 && cb != nullptr &&
-      !q->latch_set()) [[likely]] {
-    r->cancel_ctx.store(ctx, std::memory_order_relaxed);
-    r->cancel_cb.store(cb, std::memory_order_release);
-    // seq_cst, and the latch load after it: see mark_cancelable_at.
-    if (r->word().compare_exchange_strong(w, w | rs::kCancelable, std::memory_order_seq_cst,
-                                          std::memory_order_acquire)) [[likely]] {
-      if (q->latch_set_seq_cst()) [[unlikely]]
-        mark_latched(r, q, w | rs::kCancelable);
-      return Status::success;
+// Request::mark_cancelable(_ex) on a request already looked up (lookup():
+// r, possibly null, and its word w as loaded then); a target that resolved
+// the handle once for several steps calls it directly. The common case inline:
+// a current handle to a driver-owned request, not canceled, not marked, no
+// latch (where `ex` makes no difference). Anything else, and a lost
+// compare-exchange, goes through mark_cancelable_slow.
+[[nodiscard]] inline Status mark_cancelable_at(RequestImpl* r, std::uint64_t w, std::uint64_t handle,
+                                               CancelCallback cb, void* ctx, bool ex) noexcept {
+  if (r != nullptr && rs::gen(w) == handle_generation(handle) && rs::where(w) == rs::kOwned &&
+      (w & (rs::kHandOver | rs::kCanceled | rs::kCancelable | rs::kCancelCb)) == 0 && cb != nullptr) [[likely]] {
+    QueueImpl* q = r->queue.load(std::memory_order_acquire);
+    if (!q->latch_set()) [[likely]] {
+      r->cancel_ctx.store(ctx, std::memory_order_relaxed);
+      r->cancel_cb.store(cb, std::memory_order_release);
+      // seq_cst, and the latch load after it: see mark_cancelable_slow.
+      if (r->word().compare_exchange_strong(w, w | rs::kCancelable, std::memory_order_seq_cst,
+                                            std::memory_order_acquire)) [[likely]] {
+        if (q->latch_set_seq_cst()) [[unlikely]]
+          mark_latched(r, q, w | rs::kCancelable);
+        return Status::success;
+      }
     }
   }
-  return mark_cancelable_at(r, w, handle, cb, ctx, /*ex=*/true);
+  return mark_cancelable_slow(r, w, handle, cb, ctx, ex);
 }
 
 // What Request::validate() checks, on a word lookup() loaded: the handle names

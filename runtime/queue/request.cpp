@@ -198,8 +198,8 @@ void detail::mark_latched(RequestImpl* r, QueueImpl* q, std::uint64_t w) noexcep
   }
 }
 
-Status detail::mark_cancelable_at(RequestImpl* r, std::uint64_t w, std::uint64_t handle, CancelCallback cb,
-                                  void* ctx, bool ex) noexcept {
+Status detail::mark_cancelable_slow(RequestImpl* r, std::uint64_t w, std::uint64_t handle, CancelCallback cb,
+                                    void* ctx, bool ex) noexcept {
   if (Status s = check_owned(r, w, handle, "mark_cancelable"); s != Status::success) return s;
   if (rs::cancel_pending(w))
     return r->device->usage(Status::usage_cancelable, "mark_cancelable: already marked cancelable");
@@ -267,7 +267,7 @@ Status Request::unmark_cancelable() const noexcept {
   }
 }
 
-bool detail::claim_cancelable(Request request, Claimed& out) noexcept {
+bool detail::claim_cancelable_slow(Request request, Claimed& out) noexcept {
   std::uint64_t w = 0;
   RequestImpl* r = detail::lookup(request.handle(), w);
   for (;;) {

@@ -565,7 +565,7 @@ namespace {
     op.result = ::ioctl(fd, BLKDISCARD, &range) == 0 ? 0 : -errno;
     op.retries |= 0x80000000u;
   }
-  if (detail::mark_cancelable_ex_fast(ri, w, rq.handle(), &Impl::cancel_cb, &op) == Status::cancelled) {
+  if (detail::mark_cancelable_at(ri, w, rq.handle(), &Impl::cancel_cb, &op, /*ex=*/true) == Status::cancelled) {
     // Canceled before it reached the device: nothing was issued.
     op.result = -ECANCELED;
     op.cqe_final = true;
@@ -778,7 +778,7 @@ void UringTarget::Impl::on_cqe(Ring& r, io_uring_cqe* cqe) noexcept {
   }
   // Unmark and complete in one step (claim_cancelable), unless the cancel
   // callback has won the request.
-  if (detail::Claimed claimed; detail::claim_cancelable_fast(op.rq, claimed)) {
+  if (detail::Claimed claimed; detail::claim_cancelable(op.rq, claimed)) {
     finish(op, &claimed);
     return;
   }
