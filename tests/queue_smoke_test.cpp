@@ -51,6 +51,57 @@ TEST(QueueSmoke, SequentialCompletesInline) {
   EXPECT_EQ((*dev)->stats().free_requests, 64u);
 }
 
+// Counters are live (issue 5): a handler that completes its request, and the
+// packet's own callback, read the completion counted already, whether the
+// loop was handed one request or a batch.
+class CountersSeeCompletion : public ::testing::TestWithParam<DispatchType> {};
+
+struct CountSeen {
+  Device* dev = nullptr;
+  std::vector<std::uint64_t> in_handler_queue, in_handler_device, in_callback;
+};
+CountSeen* g_seen = nullptr;
+
+TEST_P(CountersSeeCompletion, FromTheHandlerAndFromThePacketCallback) {
+  auto dev = Device::create({.max_requests = 64});
+  ASSERT_TRUE(dev);
+  CountSeen seen{.dev = dev->get()};
+  g_seen = &seen;
+  QueueConfig qc{.dispatch = GetParam(), .default_queue = true};
+  qc.on_default = [](Queue& q, Request r) {
+    (void)r.complete(Status::success);
+    g_seen->in_handler_queue.push_back(q.counters().completed);
+    g_seen->in_handler_device.push_back(g_seen->dev->stats().completed);
+  };
+  auto q = (*dev)->create_queue(qc);
+  ASSERT_TRUE(q);
+  ASSERT_EQ((*dev)->start(), Status::success);
+  std::vector<Packet> ps(8);
+  std::vector<Packet*> ptrs;
+  for (auto& p : ps) {
+    p.type = RequestType::read;
+    p.length = 512;
+    p.on_complete = [](Packet&) noexcept { g_seen->in_callback.push_back(g_seen->dev->stats().completed); };
+    ptrs.push_back(&p);
+  }
+  ASSERT_EQ((*dev)->submit_batch(ptrs.data(), 4), Status::pending);  // one loop, four handlers
+  for (std::size_t i = 4; i < ps.size(); ++i) ASSERT_EQ((*dev)->submit(ps[i]), Status::pending);
+  const std::vector<std::uint64_t> want{1, 2, 3, 4, 5, 6, 7, 8};
+  EXPECT_EQ(seen.in_callback, want);
+  EXPECT_EQ(seen.in_handler_queue, want);
+  EXPECT_EQ(seen.in_handler_device, want);
+  EXPECT_EQ((*q)->counters().completed, 8u);
+  EXPECT_EQ((*q)->counters().presented, 8u);
+  EXPECT_EQ((*dev)->stats().completed, 8u);
+  g_seen = nullptr;
+}
+
+INSTANTIATE_TEST_SUITE_P(QueueSmoke, CountersSeeCompletion,
+                         ::testing::Values(DispatchType::sequential, DispatchType::parallel),
+                         [](const auto& info) {
+                           return std::string(info.param == DispatchType::sequential ? "Sequential" : "Parallel");
+                         });
+
 TEST(QueueSmoke, ManualRetrieveAndForward) {
   auto dev = Device::create({.max_requests = 64});
   ASSERT_TRUE(dev);

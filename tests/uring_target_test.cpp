@@ -660,6 +660,58 @@ TEST(UringTarget, TheStopCallbackFiresOnceTheLastCompletionsDriverCountDrops) {
   }
 }
 
+// The reactor counts a reaped batch's completions once, with the batch's
+// driver-count release (finish_claimed); counters read meanwhile on that
+// thread still see each completion, from its packet's own callback on.
+struct BatchCountSeen {
+  Device* dev = nullptr;
+  Queue* q = nullptr;
+  std::vector<std::uint64_t> device, queue;
+};
+
+TEST(UringTarget, ABatchsCompletionsAreCountedAsEachCompletes) {
+  auto r = Runtime::create({.cores = 1, .reactors = false, .pin = false});
+  ASSERT_TRUE(r);
+  std::unique_ptr<Runtime> rt = std::move(*r);
+  rt->bind_thread(0);
+  auto t = UringTarget::create(*rt, {.path = {}, .depth = 64, .nop = true});
+  ASSERT_TRUE(t) << to_string(t.error().status);
+  std::unique_ptr<UringTarget> target = std::move(*t);
+  auto dev = test::make_device({.max_requests = 64, .runtime = rt.get()});
+  QueueConfig qc{.dispatch = DispatchType::parallel, .default_queue = true, .context = target.get()};
+  qc.on_default = [](Queue& q, Request rq) { EXPECT_EQ(static_cast<UringTarget*>(q.context())->send(rq), Status::success); };
+  auto q = dev->create_queue(qc);
+  ASSERT_TRUE(q);
+  ASSERT_EQ(dev->start(), Status::success);
+  BatchCountSeen seen{.dev = dev.get(), .q = *q};
+  constexpr std::size_t kN = 16;
+  std::array<Packet, kN> ps{};
+  std::array<Packet*, kN> ptrs{};
+  for (std::size_t i = 0; i < kN; ++i) {
+    ps[i].type = RequestType::read;
+    ps[i].length = 512;
+    ps[i].user = &seen;
+    ps[i].on_complete = [](Packet& p) noexcept {
+      auto* s = static_cast<BatchCountSeen*>(p.user);
+      s->device.push_back(s->dev->stats().completed);
+      s->queue.push_back(s->q->counters().completed);
+    };
+    ptrs[i] = &ps[i];
+  }
+  ASSERT_EQ(dev->submit_batch(ptrs.data(), kN), Status::pending);
+  EXPECT_EQ((*q)->counters().completed, 0u) << "all in flight";
+  for (int i = 0; i < 100000 && seen.device.size() < kN; ++i) rt->poll(0);
+  ASSERT_EQ(seen.device.size(), kN);
+  std::vector<std::uint64_t> want(kN);
+  for (std::size_t i = 0; i < kN; ++i) want[i] = i + 1;
+  EXPECT_EQ(seen.device, want);
+  EXPECT_EQ(seen.queue, want);
+  EXPECT_EQ(dev->stats().completed, kN);
+  EXPECT_EQ((*q)->counters().completed, kN);
+  EXPECT_EQ((*q)->get_state().driver_owned, 0u);
+  for (const Packet& p : ps) EXPECT_EQ(p.status, Status::success);
+}
+
 TEST(UringTarget, NopModeRunsTheWholePathWithoutTheDevice) {
   Rig rig;
   ASSERT_TRUE(rig.make({.path = {}, .nop = true}));

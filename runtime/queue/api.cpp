@@ -116,7 +116,7 @@ DeviceStats Device::stats() const noexcept {
   out.allocation_failures = s.exhausted;
   out.injected_failures = s.injected;
   out.submitted = c[detail::DeviceImpl::kSubmitted];
-  out.completed = c[detail::DeviceImpl::kCompletedPackets];
+  out.completed = c[detail::DeviceImpl::kCompletedPackets] + detail::deferred_completions(nullptr, &d);
   return out;
 }
 

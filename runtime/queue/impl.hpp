@@ -218,6 +218,9 @@ class QueueImpl final : public Queue {
     kArrived, kPresented, kCompleted, kCancelled, kForwarded, kRequeued, kRejected, kCounterCount
   };
   void count(Counter c) noexcept { counters_.add(c); }
+  // Completions whose counts were deferred with their driver-count release
+  // (see finish_claimed): kCompleted here and kCompletedPackets on the device.
+  inline void count_completed(std::uint64_t n) noexcept;
 
  private:
   struct Slot {
@@ -300,6 +303,10 @@ public:
   // (w is the word before): complete its packet and release the driver slot.
   void finish_owned(RequestImpl* r, std::uint64_t w, Status status, std::uint64_t info,
                     std::int32_t err) noexcept;
+  // finish_owned for a target's claimed completion (complete_claimed): inside
+  // a CompletionBatch holding this queue, counted with the batch's releases.
+  void finish_claimed(RequestImpl* r, std::uint64_t w, Status status, std::uint64_t info,
+                      std::int32_t err) noexcept;
   void run_loop(RequestImpl* first = nullptr, std::uint64_t first_word = 0) noexcept {
     run_loop_with(first != nullptr ? &first : nullptr, first != nullptr ? 1 : 0, first_word);
   }
@@ -390,8 +397,10 @@ class DeviceImpl final : public Device {
   // return_reserved() once it has released the request's queue counts, so
   // that, as in WDF, the completing queue is notified (driver-1 and its
   // dispatch pass) before the final release serves a parked packet.
+  // With `count` false the caller counts the completion (kCompletedPackets)
+  // itself, later: see QueueImpl::finish_owned.
   inline void finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err,
-                            bool return_reserved = true) noexcept;
+                            bool return_reserved = true, bool count = true) noexcept;
   // After finish_packet(..., false): a reserved r goes back to its owner.
   static void return_reserved(RequestImpl* r) noexcept;
   // Completes a packet that never got a request.
@@ -510,9 +519,13 @@ class CompletionBatch {
 };
 // Applies this thread's batched releases now (the batch goes on).
 void flush_completion_batch() noexcept;
+// The calling thread's completions on queue q (or, with q null, on any queue
+// of dev) whose counts are still deferred: counters read from inside a
+// handler or a batch include them.
+[[nodiscard]] std::uint64_t deferred_completions(const QueueImpl* q, const DeviceImpl* dev) noexcept;
 
 inline void DeviceImpl::finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err,
-                                      bool return_reserved) noexcept {
+                                      bool return_reserved, bool count) noexcept {
   Packet* p = r->packet.load(std::memory_order_relaxed);
   r->packet.store(nullptr, std::memory_order_relaxed);
   // What a submitter sees for the framework's busy/paused codes.
@@ -520,7 +533,7 @@ inline void DeviceImpl::finish_packet(RequestImpl* r, Status status, std::uint64
   p->status = status;
   p->information = info;
   p->sys_errno = err;
-  counters_.add(kCompletedPackets);
+  if (count) counters_.add(kCompletedPackets);
   if (QueueImpl* owner = r->reserved_owner; owner != nullptr) {
     // A reserved request: its handle goes stale now, the packet completes,
     // then the request goes back to its owning queue (spec section 6), here
@@ -534,6 +547,12 @@ inline void DeviceImpl::finish_packet(RequestImpl* r, Status status, std::uint64
   // can reuse it at once. Nothing of r is touched after this.
   slab_->release_owned(r->index);
   p->on_complete(*p);
+}
+
+inline void QueueImpl::count_completed(std::uint64_t n) noexcept {
+  if (n == 0) return;
+  counters_.add(kCompleted, n);
+  dev_.counters_.add(DeviceImpl::kCompletedPackets, n);
 }
 
 inline void DeviceImpl::return_reserved(RequestImpl* r) noexcept {
@@ -555,7 +574,7 @@ struct Claimed {
 // The checked path of claim_cancelable (below): every case, misuse reported.
 [[nodiscard]] bool claim_cancelable_slow(Request request, Claimed& out) noexcept;
 inline void complete_claimed(const Claimed& c, Status status, std::uint64_t information, std::int32_t err) noexcept {
-  c.r->queue.load(std::memory_order_acquire)->finish_owned(c.r, c.w, status, information, err);
+  c.r->queue.load(std::memory_order_acquire)->finish_claimed(c.r, c.w, status, information, err);
 }
 
 // The common case inline: the handle is current, the request owned and

@@ -27,10 +27,13 @@ constinit thread_local LoopStack t_loops;
 // applied by the dispatch loop that called the handler (see defer_release_);
 // or, with `batch` (a CompletionBatch lives on this thread, outside any
 // handler), by the batch's end, for the first unlimited parallel queue a
-// completion of the batch released on.
+// completion of the batch released on. In a batch, `done` completions of q
+// (finish_claimed) are counted when the releases are taken, before they land:
+// a thread that sees the driver count drop sees them counted.
 struct DeferredRelease {
   QueueImpl* q = nullptr;
   std::uint64_t sub = 0;
+  std::uint32_t done = 0;  // at most one per request: a slab holds < 2^32
   bool batch = false;
 };
 constinit thread_local DeferredRelease t_defer;
@@ -222,9 +225,11 @@ void flush_completion_batch() noexcept {
   if (!t_defer.batch || t_defer.q == nullptr) return;
   QueueImpl* q = t_defer.q;
   const std::uint64_t sub = t_defer.sub;
+  const std::uint64_t done = t_defer.done;
   // Applied now: the batch must not take the release back. It may take a
   // queue again afterwards.
   t_defer = DeferredRelease{};
+  q->count_completed(done);
   q->release_driver(sub);
   t_defer.batch = true;
 }
@@ -824,6 +829,32 @@ void QueueImpl::finish_owned(RequestImpl* r, std::uint64_t w, Status status, std
   DeviceImpl::return_reserved(r);
 }
 
+void QueueImpl::finish_claimed(RequestImpl* r, std::uint64_t w, Status status, std::uint64_t info,
+                               std::int32_t err) noexcept {
+  if (!(t_defer.batch && t_defer.q == this) || (w & rs::kStopNotified) != 0) {
+    finish_owned(r, w, status, info, err);
+    return;
+  }
+  // In a completion batch that holds this queue's releases: the completion is
+  // counted with them, once for the batch. Counted before the packet's
+  // callback runs, as finish_owned counts (readers on this thread add
+  // t_defer.done); a callback that flushes the batch (a synchronous stop, say)
+  // counts it with the flush.
+  if (status == Status::cancelled) count(kCancelled);
+  ++t_defer.done;
+  dev_.finish_packet(r, status, info, err, /*return_reserved=*/false, /*count=*/false);
+  if (t_defer.q == this) [[likely]] t_defer.sub += kD1;
+  else release_driver(kD1);
+  DeviceImpl::return_reserved(r);
+}
+
+std::uint64_t deferred_completions(const QueueImpl* q, const DeviceImpl* dev) noexcept {
+  const QueueImpl* d = t_defer.q;
+  if (d == nullptr) return 0;
+  if (q != nullptr) return d == q ? t_defer.done : 0;
+  return &d->dev() == dev ? t_defer.done : 0;
+}
+
 void QueueImpl::cancel_owned_as_queued(RequestImpl* r, std::uint64_t w) noexcept {
   if ((w & rs::kPresented) && cfg_.on_canceled_on_queue != nullptr) {
     // Handed over: the driver's handle is not its own until the callback.
@@ -1407,10 +1438,12 @@ QueueCounters QueueImpl::counters_impl() const noexcept {
     const auto sc = shard->counters_.snapshot();
     for (std::size_t i = 0; i < c.size(); ++i) c[i] += sc[i];
   }
+  std::uint64_t deferred = detail::deferred_completions(this, nullptr);
+  for (const auto& shard : shards_) deferred += detail::deferred_completions(shard.get(), nullptr);
   QueueCounters out;
   out.arrived = c[kArrived];
   out.presented = c[kPresented];
-  out.completed = c[kCompleted];
+  out.completed = c[kCompleted] + deferred;
   out.cancelled = c[kCancelled];
   out.forwarded = c[kForwarded];
   out.requeued = c[kRequeued];
