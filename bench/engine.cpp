@@ -129,6 +129,13 @@ std::uint64_t next_rand(std::uint64_t& x) noexcept {
   return x;
 }
 
+// A random value in [0, n): the high half of a 64x64 product (Lemire's
+// reduction), a multiply where `% n` is a division of 20-40 cycles per request.
+__extension__ using u128 = unsigned __int128;  // GCC and Clang; -Wpedantic knows no 128-bit type
+std::uint64_t next_below(std::uint64_t& x, std::uint64_t n) noexcept {
+  return static_cast<std::uint64_t>((static_cast<u128>(next_rand(x)) * n) >> 64);
+}
+
 bool chance(std::uint64_t& rng, double p) noexcept {
   if (p <= 0.0) return false;
   if (p >= 1.0) return true;
@@ -453,11 +460,15 @@ EngineResult run_engine(const Options& o, const RunPlan& plan) {
           const std::uint32_t idx = c.free.back();
           c.free.pop_back();
           Slot& s = c.slots[idx];
-          const bool write = writes && (!reads || next_rand(c.rng) % 100 >= o.rwmixread);
+          const bool write = writes && (!reads || next_below(c.rng, 100) >= o.rwmixread);
           s.p.type = write ? RequestType::write : RequestType::read;
           std::uint64_t block;
           if (plan.each_block_once) block = c.range_lo + (c.next_i++ * c.perm_step) % c.range_n;
-          else block = random ? next_rand(c.rng) % blocks : (c.seq_offset++ % blocks);
+          else if (random) block = next_below(c.rng, blocks);
+          else {  // 0, 1, .. blocks-1, 0, ..: a wrap, not a division per request
+            block = c.seq_offset;
+            if (++c.seq_offset == blocks) c.seq_offset = 0;
+          }
           s.p.offset = block * o.bs_bytes;
           if (g_verify && write) fill_block(s.p.buffer, s.p.length, s.p.offset, g_generation);
           s.t0 = now;
@@ -470,7 +481,8 @@ EngineResult run_engine(const Options& o, const RunPlan& plan) {
           }
           ++c.in_flight;
           c.submitted_bytes += o.bs_bytes;
-          batch_packets[idx % ndev][batch_count[idx % ndev]++] = &s.p;
+          const std::uint32_t d = ndev == 1 ? 0 : idx % ndev;
+          batch_packets[d][batch_count[d]++] = &s.p;
         }
         for (std::uint32_t d = 0; d < ndev; ++d) {
           if (batch_count[d] == 0) continue;
