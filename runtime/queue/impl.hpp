@@ -305,8 +305,8 @@ public:
                     std::int32_t err) noexcept;
   // finish_owned for a target's claimed completion (complete_claimed): inside
   // a CompletionBatch holding this queue, counted with the batch's releases.
-  void finish_claimed(RequestImpl* r, std::uint64_t w, Status status, std::uint64_t info,
-                      std::int32_t err) noexcept;
+  inline void finish_claimed(RequestImpl* r, std::uint64_t w, Status status, std::uint64_t info,
+                             std::int32_t err) noexcept;
   void run_loop(RequestImpl* first = nullptr, std::uint64_t first_word = 0) noexcept {
     run_loop_with(first != nullptr ? &first : nullptr, first != nullptr ? 1 : 0, first_word);
   }
@@ -498,6 +498,22 @@ class LoopScope {
   bool pushed_;
 };
 
+// Driver-count releases deferred by completions inside a handler of `q`,
+// applied by the dispatch loop that called the handler (see defer_release_);
+// or, with `batch` (a CompletionBatch lives on this thread, outside any
+// handler), by the batch's end, for the first unlimited parallel queue a
+// completion of the batch released on. In a batch, `done` completions of q
+// (finish_claimed) are counted when the releases are taken, before they land:
+// a thread that sees the driver count drop sees them counted.
+struct DeferredRelease {
+  QueueImpl* q = nullptr;
+  std::uint64_t sub = 0;
+  std::uint32_t done = 0;  // at most one per request: a slab holds < 2^32
+  bool batch = false;
+};
+// constinit: no initialization guard on each access.
+inline constinit thread_local DeferredRelease t_defer;
+
 // A batch of completions made by this thread (a target's poll reaping its
 // completion queue): their driver-count releases on one unlimited parallel
 // queue (the first one released on) are applied together when the batch
@@ -560,6 +576,25 @@ inline void DeviceImpl::return_reserved(RequestImpl* r) noexcept {
   // packet completed is safe even for a normal slot that was reused meanwhile.
   if (QueueImpl* owner = r->reserved_owner; owner != nullptr) [[unlikely]]
     owner->fp_return(r);
+}
+
+inline void QueueImpl::finish_claimed(RequestImpl* r, std::uint64_t w, Status status, std::uint64_t info,
+                                      std::int32_t err) noexcept {
+  if (!(t_defer.batch && t_defer.q == this) || (w & rs::kStopNotified) != 0) [[unlikely]] {
+    finish_owned(r, w, status, info, err);
+    return;
+  }
+  // In a completion batch that holds this queue's releases: the completion is
+  // counted with them, once for the batch. Counted before the packet's
+  // callback runs, as finish_owned counts (readers on this thread add
+  // t_defer.done); a callback that flushes the batch (a synchronous stop, say)
+  // counts it with the flush.
+  if (status == Status::cancelled) count(kCancelled);
+  ++t_defer.done;
+  dev_.finish_packet(r, status, info, err, /*return_reserved=*/false, /*count=*/false);
+  if (t_defer.q == this) [[likely]] t_defer.sub += qs::kD1;
+  else release_driver(qs::kD1);
+  DeviceImpl::return_reserved(r);
 }
 
 // For targets inside ioq, which mark each request cancelable while it is in

@@ -23,20 +23,6 @@ struct LoopStack {
 // constinit: no initialization guard on each access.
 constinit thread_local LoopStack t_loops;
 
-// Driver-count releases deferred by completions inside a handler of `q`,
-// applied by the dispatch loop that called the handler (see defer_release_);
-// or, with `batch` (a CompletionBatch lives on this thread, outside any
-// handler), by the batch's end, for the first unlimited parallel queue a
-// completion of the batch released on. In a batch, `done` completions of q
-// (finish_claimed) are counted when the releases are taken, before they land:
-// a thread that sees the driver count drop sees them counted.
-struct DeferredRelease {
-  QueueImpl* q = nullptr;
-  std::uint64_t sub = 0;
-  std::uint32_t done = 0;  // at most one per request: a slab holds < 2^32
-  bool batch = false;
-};
-constinit thread_local DeferredRelease t_defer;
 
 }  // namespace
 
@@ -825,25 +811,6 @@ void QueueImpl::finish_owned(RequestImpl* r, std::uint64_t w, Status status, std
   // and waits until no handler of this queue runs.)
   if (notified) release_driver_notified(kD1);
   else if (t_defer.q == this) t_defer.sub += kD1;  // release_driver's first case, inline
-  else release_driver(kD1);
-  DeviceImpl::return_reserved(r);
-}
-
-void QueueImpl::finish_claimed(RequestImpl* r, std::uint64_t w, Status status, std::uint64_t info,
-                               std::int32_t err) noexcept {
-  if (!(t_defer.batch && t_defer.q == this) || (w & rs::kStopNotified) != 0) {
-    finish_owned(r, w, status, info, err);
-    return;
-  }
-  // In a completion batch that holds this queue's releases: the completion is
-  // counted with them, once for the batch. Counted before the packet's
-  // callback runs, as finish_owned counts (readers on this thread add
-  // t_defer.done); a callback that flushes the batch (a synchronous stop, say)
-  // counts it with the flush.
-  if (status == Status::cancelled) count(kCancelled);
-  ++t_defer.done;
-  dev_.finish_packet(r, status, info, err, /*return_reserved=*/false, /*count=*/false);
-  if (t_defer.q == this) [[likely]] t_defer.sub += kD1;
   else release_driver(kD1);
   DeviceImpl::return_reserved(r);
 }
