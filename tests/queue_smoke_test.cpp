@@ -65,7 +65,8 @@ CountSeen* g_seen = nullptr;
 TEST_P(CountersSeeCompletion, FromTheHandlerAndFromThePacketCallback) {
   auto dev = Device::create({.max_requests = 64});
   ASSERT_TRUE(dev);
-  CountSeen seen{.dev = dev->get()};
+  CountSeen seen;
+  seen.dev = dev->get();
   g_seen = &seen;
   QueueConfig qc{.dispatch = GetParam(), .default_queue = true};
   qc.on_default = [](Queue& q, Request r) {
@@ -98,8 +99,9 @@ TEST_P(CountersSeeCompletion, FromTheHandlerAndFromThePacketCallback) {
 
 INSTANTIATE_TEST_SUITE_P(QueueSmoke, CountersSeeCompletion,
                          ::testing::Values(DispatchType::sequential, DispatchType::parallel),
-                         [](const auto& info) {
-                           return std::string(info.param == DispatchType::sequential ? "Sequential" : "Parallel");
+                         [](const auto& param_info) {
+                           return std::string(param_info.param == DispatchType::sequential ? "Sequential"
+                                                                                           : "Parallel");
                          });
 
 TEST(QueueSmoke, ManualRetrieveAndForward) {

@@ -683,7 +683,9 @@ TEST(UringTarget, ABatchsCompletionsAreCountedAsEachCompletes) {
   auto q = dev->create_queue(qc);
   ASSERT_TRUE(q);
   ASSERT_EQ(dev->start(), Status::success);
-  BatchCountSeen seen{.dev = dev.get(), .q = *q};
+  BatchCountSeen seen;
+  seen.dev = dev.get();
+  seen.q = *q;
   constexpr std::size_t kN = 16;
   std::array<Packet, kN> ps{};
   std::array<Packet*, kN> ptrs{};
