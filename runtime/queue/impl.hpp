@@ -398,7 +398,7 @@ class DeviceImpl final : public Device {
   // that, as in WDF, the completing queue is notified (driver-1 and its
   // dispatch pass) before the final release serves a parked packet.
   // With `count` false the caller counts the completion (kCompletedPackets)
-  // itself, later: see QueueImpl::finish_owned.
+  // itself, later: see QueueImpl::finish_claimed.
   inline void finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err,
                             bool return_reserved = true, bool count = true) noexcept;
   // After finish_packet(..., false): a reserved r goes back to its owner.
@@ -536,8 +536,8 @@ class CompletionBatch {
 // Applies this thread's batched releases now (the batch goes on).
 void flush_completion_batch() noexcept;
 // The calling thread's completions on queue q (or, with q null, on any queue
-// of dev) whose counts are still deferred: counters read from inside a
-// handler or a batch include them.
+// of dev) whose counts a CompletionBatch still holds: counters read from
+// inside the batch (a packet's callback) include them.
 [[nodiscard]] std::uint64_t deferred_completions(const QueueImpl* q, const DeviceImpl* dev) noexcept;
 
 inline void DeviceImpl::finish_packet(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err,

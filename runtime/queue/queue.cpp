@@ -23,7 +23,6 @@ struct LoopStack {
 // constinit: no initialization guard on each access.
 constinit thread_local LoopStack t_loops;
 
-
 }  // namespace
 
 bool thread_in_loop_of(const QueueImpl* q) noexcept {
