@@ -217,7 +217,7 @@ class QueueImpl final : public Queue {
   enum Counter : std::size_t {
     kArrived, kPresented, kCompleted, kCancelled, kForwarded, kRequeued, kRejected, kCounterCount
   };
-  void count(Counter c) noexcept { counters_.add(c); }
+  void count(Counter c, std::uint64_t n = 1) noexcept { counters_.add(c, n); }
   // Completions whose counts were deferred with their driver-count release
   // (see finish_claimed): kCompleted here and kCompletedPackets on the device.
   inline void count_completed(std::uint64_t n) noexcept;
@@ -251,7 +251,8 @@ class QueueImpl final : public Queue {
     if (update(0, 0, 0, 0, false)) enter_loop();
   }
   void enter_loop() noexcept;  // with a loop slot held: run here, or on the arena
-  void present(RequestImpl* r, std::uint64_t w) noexcept;   // r owned, D counted
+  // r owned, D counted, kPresented counted by the caller (once per batch).
+  void present(RequestImpl* r, std::uint64_t w) noexcept;
   void run_events() noexcept;
   // Queues a callback for r's incarnation `gen` (which only the loop moves on).
   void push_event(RequestImpl* r, EventKind kind, std::uint32_t gen) noexcept;
@@ -589,11 +590,12 @@ inline void QueueImpl::finish_claimed(RequestImpl* r, std::uint64_t w, Status st
   // callback runs, as finish_owned counts (readers on this thread add
   // t_defer.done); a callback that flushes the batch (a synchronous stop, say)
   // counts it with the flush.
+  // The release is taken before the callback too: a callback that flushes
+  // the batch applies it with the others.
   if (status == Status::cancelled) count(kCancelled);
   ++t_defer.done;
+  t_defer.sub += qs::kD1;
   dev_.finish_packet(r, status, info, err, /*return_reserved=*/false, /*count=*/false);
-  if (t_defer.q == this) [[likely]] t_defer.sub += qs::kD1;
-  else release_driver(qs::kD1);
   DeviceImpl::return_reserved(r);
 }
 

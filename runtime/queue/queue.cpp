@@ -612,6 +612,7 @@ void QueueImpl::run_loop_with(RequestImpl* const* firsts, std::size_t n, std::ui
   // land, and the next compare-exchange that succeeds applies them.
   std::uint64_t pending = 0;
   auto deliver = [&](RequestImpl* r, std::uint64_t w) {
+    count(kPresented);
     if (!defer_release_) {
       present(r, w);
       return;
@@ -625,6 +626,8 @@ void QueueImpl::run_loop_with(RequestImpl* const* firsts, std::size_t n, std::ui
   auto first_word_of = [&](std::size_t i) {
     return n == 1 && first_word != 0 ? first_word : firsts[i]->word().load(std::memory_order_relaxed);
   };
+  // The batch is presented whole: it is counted once, before its first handler.
+  if (n != 0) count(kPresented, n);
   if (defer_release_) {
     // deliver() for each, with the deferral set up once for the whole batch.
     const DeferredRelease saved = t_defer;
@@ -772,8 +775,7 @@ bool QueueImpl::complete_zero_length(RequestImpl* r, std::uint64_t w) noexcept {
   return true;
 }
 
-void QueueImpl::present(RequestImpl* r, std::uint64_t w) noexcept {
-  count(kPresented);
+[[gnu::always_inline]] inline void QueueImpl::present(RequestImpl* r, std::uint64_t w) noexcept {
   if (complete_zero_length(r, w)) return;
   IoHandler h = nullptr;
   switch (r->packet.load(std::memory_order_relaxed)->type) {
