@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 #include <tuple>
@@ -53,12 +54,13 @@ TEST(QueueSmoke, SequentialCompletesInline) {
 
 // Counters are live (issue 5): a handler that completes its request, and the
 // packet's own callback, read the completion counted already, whether the
-// loop was handed one request or a batch.
+// loop was handed one request or a batch. A handler also finds itself counted
+// as presented (a batch is counted whole, before its first handler).
 class CountersSeeCompletion : public ::testing::TestWithParam<DispatchType> {};
 
 struct CountSeen {
   Device* dev = nullptr;
-  std::vector<std::uint64_t> in_handler_queue, in_handler_device, in_callback;
+  std::vector<std::uint64_t> in_handler_queue, in_handler_device, in_callback, presented_in_handler;
 };
 CountSeen* g_seen = nullptr;
 
@@ -70,6 +72,7 @@ TEST_P(CountersSeeCompletion, FromTheHandlerAndFromThePacketCallback) {
   g_seen = &seen;
   QueueConfig qc{.dispatch = GetParam(), .default_queue = true};
   qc.on_default = [](Queue& q, Request r) {
+    g_seen->presented_in_handler.push_back(q.counters().presented);
     (void)r.complete(Status::success);
     g_seen->in_handler_queue.push_back(q.counters().completed);
     g_seen->in_handler_device.push_back(g_seen->dev->stats().completed);
@@ -94,6 +97,12 @@ TEST_P(CountersSeeCompletion, FromTheHandlerAndFromThePacketCallback) {
   EXPECT_EQ((*q)->counters().completed, 8u);
   EXPECT_EQ((*q)->counters().presented, 8u);
   EXPECT_EQ((*dev)->stats().completed, 8u);
+  ASSERT_EQ(seen.presented_in_handler.size(), 8u);
+  for (std::size_t i = 0; i < 8; ++i) {
+    // Handler i sees itself counted, and nothing beyond what was submitted.
+    EXPECT_GE(seen.presented_in_handler[i], i + 1) << "handler " << i;
+    EXPECT_LE(seen.presented_in_handler[i], std::max<std::size_t>(i + 1, 4)) << "handler " << i;
+  }
   g_seen = nullptr;
 }
 
