@@ -602,14 +602,16 @@ inline void QueueImpl::finish_claimed(RequestImpl* r, std::uint64_t w, Status st
 // For targets inside ioq, which mark each request cancelable while it is in
 // flight: unmark_cancelable then complete in one step. claim_cancelable takes
 // a request marked cancelable whose cancel callback has not been scheduled
-// and makes it completing (false: the callback has won, or the handle is not
+// and makes it completing (r null: the callback has won, or the handle is not
 // the caller's: nothing changed); complete_claimed then completes it.
 struct Claimed {
   RequestImpl* r = nullptr;
   std::uint64_t w = 0;
+  explicit operator bool() const noexcept { return r != nullptr; }
 };
 // The checked path of claim_cancelable (below): every case, misuse reported.
-[[nodiscard]] bool claim_cancelable_slow(Request request, Claimed& out) noexcept;
+[[nodiscard]] Claimed claim_cancelable_slow(Request request) noexcept;
+
 inline void complete_claimed(const Claimed& c, Status status, std::uint64_t information, std::int32_t err) noexcept {
   c.r->queue.load(std::memory_order_acquire)->finish_claimed(c.r, c.w, status, information, err);
 }
@@ -617,19 +619,17 @@ inline void complete_claimed(const Claimed& c, Status status, std::uint64_t info
 // The common case inline: the handle is current, the request owned and
 // marked, no cancel callback scheduled. Anything else (including a lost
 // compare-exchange) goes through claim_cancelable_slow.
-[[nodiscard]] inline bool claim_cancelable(Request request, Claimed& out) noexcept {
+[[nodiscard]] inline Claimed claim_cancelable(Request request) noexcept {
   std::uint64_t w = 0;
   RequestImpl* r = lookup(request.handle(), w);
   if (r != nullptr && rs::gen(w) == handle_generation(request.handle()) && rs::where(w) == rs::kOwned &&
       (w & (rs::kCancelable | rs::kCancelCb | rs::kHandOver)) == rs::kCancelable) [[likely]] {
     const std::uint64_t nw = rs::with_where(w & ~rs::kCancelable, rs::kCompleting);
     // acq_rel: as in claim_cancelable_slow.
-    if (r->word().compare_exchange_strong(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) [[likely]] {
-      out = Claimed{r, w & ~rs::kCancelable};
-      return true;
-    }
+    if (r->word().compare_exchange_strong(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) [[likely]]
+      return Claimed{r, w & ~rs::kCancelable};
   }
-  return claim_cancelable_slow(request, out);
+  return claim_cancelable_slow(request);
 }
 
 // The checked path of mark_cancelable_at (below): every case, misuse reported.
@@ -647,7 +647,7 @@ void mark_latched(RequestImpl* r, QueueImpl* q, std::uint64_t w) noexcept;
 // a current handle to a driver-owned request, not canceled, not marked, no
 // latch (where `ex` makes no difference). Anything else, and a lost
 // compare-exchange, goes through mark_cancelable_slow.
-[[nodiscard]] inline Status mark_cancelable_at(RequestImpl* r, std::uint64_t w, std::uint64_t handle,
+[[nodiscard, gnu::always_inline]] inline Status mark_cancelable_at(RequestImpl* r, std::uint64_t w, std::uint64_t handle,
                                                CancelCallback cb, void* ctx, bool ex) noexcept {
   if (r != nullptr && rs::gen(w) == handle_generation(handle) && rs::where(w) == rs::kOwned &&
       (w & (rs::kHandOver | rs::kCanceled | rs::kCancelable | rs::kCancelCb)) == 0 && cb != nullptr) [[likely]] {

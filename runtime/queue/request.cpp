@@ -267,17 +267,15 @@ Status Request::unmark_cancelable() const noexcept {
   }
 }
 
-bool detail::claim_cancelable_slow(Request request, Claimed& out) noexcept {
+detail::Claimed detail::claim_cancelable_slow(Request request) noexcept {
   std::uint64_t w = 0;
   RequestImpl* r = detail::lookup(request.handle(), w);
   for (;;) {
-    if (check_owned(r, w, request.handle(), "unmark_cancelable") != Status::success) return false;
-    if ((w & rs::kCancelCb) || !(w & rs::kCancelable)) return false;
+    if (check_owned(r, w, request.handle(), "unmark_cancelable") != Status::success) return {};
+    if ((w & rs::kCancelCb) || !(w & rs::kCancelable)) return {};
     const std::uint64_t nw = rs::with_where(w & ~rs::kCancelable, rs::kCompleting);
-    if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
-      out = Claimed{r, w & ~rs::kCancelable};
-      return true;
-    }
+    if (r->word().compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire))
+      return Claimed{r, w & ~rs::kCancelable};
   }
 }
 

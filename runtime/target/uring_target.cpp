@@ -101,7 +101,21 @@ struct UringTarget::Impl {
     bool needs_enable = false;
     std::unique_ptr<Op[]> ops;
     std::unique_ptr<std::uint32_t[]> free;  // free op indices (a stack of free_n)
-    std::uint32_t free_n = 0;
+    // Written by the core's thread only; an atomic because in_flight() (any
+    // thread) reads it: the ops in flight are the depth less the free ones.
+    std::atomic<std::uint32_t> free_n{0};
+    std::uint32_t depth = 0;
+    std::uint32_t in_flight() const noexcept { return depth - free_n.load(std::memory_order_relaxed); }
+    [[gnu::always_inline]] std::uint32_t take_slot() noexcept {
+      const std::uint32_t n = free_n.load(std::memory_order_relaxed) - 1;
+      free_n.store(n, std::memory_order_relaxed);
+      return free[n];
+    }
+    [[gnu::always_inline]] void put_slot(std::uint32_t index) noexcept {
+      const std::uint32_t n = free_n.load(std::memory_order_relaxed);
+      free[n] = index;
+      free_n.store(n + 1, std::memory_order_relaxed);
+    }
     RequestImpl* wait_head = nullptr;
     RequestImpl* wait_tail = nullptr;
     bool pumping = false;  // pump() is on the stack
@@ -113,7 +127,6 @@ struct UringTarget::Impl {
     struct WaitCancelTask : Task {
       Ring* ring = nullptr;
     } wait_cancel_task;
-    std::atomic<std::uint32_t> in_flight{0};
     char* pool = nullptr;
     std::size_t pool_bytes = 0;
     bool fixed = false;
@@ -147,6 +160,8 @@ struct UringTarget::Impl {
   void enable(Ring& r) noexcept;
   // ri, w: the request and its word as lookup() loaded them (the handle is live).
   void start(Ring& r, Request rq, RequestImpl* ri, std::uint64_t w) noexcept;
+  // start()'s second half, once the request is known valid as an op of `kind`.
+  void launch(Ring& r, Request rq, RequestImpl* ri, std::uint64_t w, const Packet& p, OpKind kind) noexcept;
   void pump(Ring& r) noexcept;
   void enqueue(Ring& r, RequestImpl* ri) noexcept;
   // The calling thread may touch r (it is the core's server, or no server is known).
@@ -329,13 +344,14 @@ Status UringTarget::Impl::create_ring(Ring& r) {
 
   r.ops = std::make_unique<Op[]>(cfg.depth);
   r.free = std::make_unique<std::uint32_t[]>(cfg.depth);
+  r.depth = cfg.depth;
   for (std::uint32_t i = cfg.depth; i-- > 0;) {
     Op& op = r.ops[i];
     op.ring = &r;
     op.index = i;
     op.cancel_task.run = &Impl::cancel_task;
     op.cancel_task.op = &op;
-    r.free[r.free_n++] = i;
+    r.put_slot(i);
   }
   return Status::success;
 }
@@ -515,12 +531,15 @@ namespace {
 
 [[gnu::always_inline]] inline void UringTarget::Impl::start(Ring& r, Request rq, RequestImpl* ri, std::uint64_t w) noexcept {
   // Driver-owned: the packet stays bound until it completes.
-  Packet* p = ri->packet.load(std::memory_order_relaxed);
+  const Packet* p = ri->packet.load(std::memory_order_relaxed);
   if (p == nullptr) return;
-  OpKind kind;
+  // nop mode: every request is a no-op (launch() inlined for that kind alone).
   if (cfg.nop) {
-    kind = OpKind::nop;
-  } else {
+    launch(r, rq, ri, w, *p, OpKind::nop);
+    return;
+  }
+  OpKind kind;
+  {
     switch (p->type) {
       case RequestType::read: kind = OpKind::read; break;
       case RequestType::write: kind = OpKind::write; break;
@@ -550,20 +569,24 @@ namespace {
       }
     }
   }
+  launch(r, rq, ri, w, *p, kind);
+}
+
+[[gnu::always_inline]] inline void UringTarget::Impl::launch(Ring& r, Request rq, RequestImpl* ri, std::uint64_t w,
+                                                             const Packet& p, OpKind kind) noexcept {
   // Callers start only with a free slot (send, pump).
-  const std::uint32_t idx = r.free[--r.free_n];
+  const std::uint32_t idx = r.take_slot();
   Op& op = r.ops[idx];
   op.rq = rq;
   op.kind = kind;
-  op.buf = static_cast<char*>(p->buffer);
-  op.off = p->offset;
-  op.len = p->length;
+  op.buf = static_cast<char*>(p.buffer);
+  op.off = p.offset;
+  op.len = p.length;
   op.done = 0;
   op.retries = 0;
   op.result = 0;
   op.cancel_ran = op.cancel_sent = op.cqe_final = false;
   op.fixed = r.fixed && op.buf >= r.pool && op.buf + op.len <= r.pool + r.pool_bytes;
-  r.in_flight.store(r.in_flight.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 
   if (kind == OpKind::blk_discard) {
     // io_uring has no discard for block devices on every kernel ioq supports:
@@ -617,7 +640,7 @@ Status UringTarget::send(Request request) noexcept {
   }
   Impl::Ring& r = *im.rings[core];
   if (!r.enabled) im.enable(r);
-  if (r.free_n == 0 || r.wait_head != nullptr || r.pumping) {
+  if (r.free_n.load(std::memory_order_relaxed) == 0 || r.wait_head != nullptr || r.pumping) {
     // Full (or others are waiting already): the request waits its turn, in
     // order; it never fails for lack of a slot.
     bump(r.waited);
@@ -634,8 +657,7 @@ Status UringTarget::send(Request request) noexcept {
 [[gnu::always_inline]] inline void UringTarget::Impl::release(Op& op) noexcept {
   Ring& r = *op.ring;
   op.rq = Request{};
-  r.free[r.free_n++] = op.index;
-  r.in_flight.store(r.in_flight.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+  r.put_slot(op.index);
 }
 
 void UringTarget::Impl::finish(Op& op, const detail::Claimed* claimed) noexcept {
@@ -680,7 +702,7 @@ void UringTarget::Impl::pump(Ring& r) noexcept {
   // finish(), and the loop below, not a deeper call, starts the next one.
   if (r.pumping) return;
   r.pumping = true;
-  while (r.free_n != 0 && r.wait_head != nullptr) {
+  while (r.free_n.load(std::memory_order_relaxed) != 0 && r.wait_head != nullptr) {
     RequestImpl* ri = take(r.wait_head, r.wait_tail);
     const Request rq = request_of(ri);
     if (ri->target_marked) {
@@ -762,16 +784,18 @@ void UringTarget::Impl::wait_cancel_run(Task& t) noexcept {
       information = op.kind == OpKind::nop ? op.len : 0;
     }
     if (whole) {
-      if (op.kind == OpKind::read || op.kind == OpKind::write) op.done = op.len;
-      op.result = 0;
-      op.cqe_final = true;
-      if (detail::Claimed claimed; detail::claim_cancelable(op.rq, claimed)) [[likely]] {
+      if (const detail::Claimed claimed = detail::claim_cancelable(op.rq)) [[likely]] {
         release(op);
         bump(r.completed);
         detail::complete_claimed(claimed, Status::success, information, 0);
         if (r.wait_head != nullptr) pump(r);
+        return;
       }
-      // Otherwise our cancel callback has won: its task completes the request.
+      // Our cancel callback has won: its task (on this thread, later)
+      // completes the request with the result kept here.
+      if (op.kind == OpKind::read || op.kind == OpKind::write) op.done = op.len;
+      op.result = 0;
+      op.cqe_final = true;
       return;
     }
   }
@@ -815,7 +839,7 @@ void UringTarget::Impl::on_cqe_slow(Ring& r, Op& op, std::int32_t res) noexcept 
   }
   // Unmark and complete in one step (claim_cancelable), unless the cancel
   // callback has won the request.
-  if (detail::Claimed claimed; detail::claim_cancelable(op.rq, claimed)) {
+  if (const detail::Claimed claimed = detail::claim_cancelable(op.rq)) {
     finish(op, &claimed);
     return;
   }
@@ -883,7 +907,7 @@ std::size_t UringTarget::Impl::poll(Ring& r) noexcept {
   // then parks only after an enter that left no deferred work behind, and
   // the next completion signals the eventfd.
   const bool taskrun = (IO_URING_READ_ONCE(*r.ring.sq.kflags) & IORING_SQ_TASKRUN) != 0 ||
-                       (r.in_flight.load(std::memory_order_relaxed) != 0 && io_uring_cq_ready(&r.ring) == 0);
+                       (r.in_flight() != 0 && io_uring_cq_ready(&r.ring) == 0);
   if (pending != 0 || taskrun) {
     bump(r.submit_calls);
     const int n = pending != 0 ? io_uring_submit_and_get_events(&r.ring) : io_uring_get_events(&r.ring);
@@ -924,7 +948,7 @@ void* UringTarget::buffer(std::uint32_t core, std::uint32_t index) const noexcep
 void UringTarget::wait(std::uint32_t core, std::uint32_t timeout_us) noexcept {
   if (core >= impl_->rings.size()) return;
   Impl::Ring& r = *impl_->rings[core];
-  if (!Impl::serves(r) || !r.enabled || r.in_flight.load(std::memory_order_relaxed) == 0) return;
+  if (!Impl::serves(r) || !r.enabled || r.in_flight() == 0) return;
   __kernel_timespec ts{};
   ts.tv_sec = timeout_us / 1000000;
   ts.tv_nsec = static_cast<long long>(timeout_us % 1000000) * 1000;
@@ -939,7 +963,7 @@ void UringTarget::wait(std::uint32_t core, std::uint32_t timeout_us) noexcept {
 }
 
 std::uint32_t UringTarget::in_flight(std::uint32_t core) const noexcept {
-  return core < impl_->rings.size() ? impl_->rings[core]->in_flight.load(std::memory_order_relaxed) : 0;
+  return core < impl_->rings.size() ? impl_->rings[core]->in_flight() : 0;
 }
 
 UringCounters UringTarget::counters(std::uint32_t core) const noexcept {
