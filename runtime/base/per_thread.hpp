@@ -34,12 +34,12 @@ class PerThreadCounters {
   PerThreadCounters& operator=(const PerThreadCounters&) = delete;
 
   void add(std::size_t which, std::uint64_t n = 1) noexcept {
-    const std::uint32_t t = thread_index();
+    const std::uint32_t t = thread_index_if_known();
     // acquire: pairs with the release publishing a block built by an earlier
     // holder of this thread index.
-    Block* b = t != kNoThreadIndex ? blocks_[t].load(std::memory_order_acquire) : nullptr;
+    Block* b = t < kMaxThreads ? blocks_[t].load(std::memory_order_acquire) : nullptr;
     if (b == nullptr) [[unlikely]] {
-      add_slow(t, which, n);
+      add_slow(which, n);
       return;
     }
     auto& c = b->v[which];
@@ -61,8 +61,15 @@ class PerThreadCounters {
  private:
   // No thread index, or this thread's first count: build its block, or count
   // in the shared block.
-  [[gnu::noinline]] void add_slow(std::uint32_t t, std::size_t which, std::uint64_t n) noexcept {
-    Block* b = t != kNoThreadIndex ? new (std::nothrow) Block : nullptr;
+  [[gnu::noinline]] void add_slow(std::size_t which, std::uint64_t n) noexcept {
+    const std::uint32_t t = thread_index();
+    Block* b = t != kNoThreadIndex ? blocks_[t].load(std::memory_order_acquire) : nullptr;
+    if (b != nullptr) {  // the thread's first question came through here
+      auto& c = b->v[which];
+      c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+      return;
+    }
+    b = t != kNoThreadIndex ? new (std::nothrow) Block : nullptr;
     if (b == nullptr) {
       shared_.v[which].fetch_add(n, std::memory_order_relaxed);
       return;

@@ -33,6 +33,12 @@ inline std::uint32_t thread_index() noexcept {
   return v != kNoThreadIndex - 1 ? v : thread_index_slow();
 }
 
+// The calling thread's number if it has asked before: in [0, kMaxThreads),
+// or some value >= kMaxThreads (not yet asked, or none to have). For hot
+// paths whose bounds check sends both of those to a slow path that calls
+// thread_index().
+inline std::uint32_t thread_index_if_known() noexcept { return t_thread_index_cache; }
+
 // How many numbers are held right now (a snapshot).
 std::uint32_t thread_index_in_use() noexcept;
 

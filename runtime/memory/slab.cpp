@@ -19,6 +19,11 @@ std::mutex g_slabs_mutex;
 
 constexpr std::size_t round_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a; }
 
+// A cache's counters have one writer (the thread holding its index).
+void bump(std::atomic<std::uint64_t>& c, std::uint64_t n) noexcept {
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Slab>> Slab::create(const SlabConfig& config) {
@@ -134,6 +139,7 @@ bool Slab::refill(Cache& c) noexcept {
     const std::size_t got = free_.try_pop_n(c.items, batch_);
     if (got != 0) {
       c.count.store(static_cast<std::uint32_t>(got), std::memory_order_relaxed);
+      bump(c.moved_in, got);
       return true;
     }
     if (free_.size_approx() == 0) return false;
@@ -193,6 +199,27 @@ Slab::Allocation Slab::allocate_slow() noexcept {
 }
 
 
+void Slab::put_back(const std::uint32_t* indices, std::uint32_t n) noexcept {
+  if (n == 0) return;
+  // The slots never left the free state: back into this thread's cache (they
+  // came from it), as far as it has room, the rest into the shared ring; the
+  // allocations counted for them are taken back.
+  Cache* c = existing_cache();
+  if (c == nullptr) {  // cannot happen: reserve_cached found a cache
+    push_free(indices, n);
+    return;
+  }
+  std::uint32_t count = c->count.load(std::memory_order_relaxed);
+  std::uint32_t i = n;
+  while (i != 0 && count != c->capacity) c->items[count++] = indices[--i];
+  c->count.store(count, std::memory_order_relaxed);
+  if (i != 0) {
+    push_free(indices, i);
+    bump(c->moved_out, i);
+  }
+  c->allocs.store(c->allocs.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
+}
+
 void Slab::recycle_slow(std::uint32_t index) noexcept {
   Cache* c = cache_for_this_thread();
   if (c == nullptr) {
@@ -204,10 +231,10 @@ void Slab::recycle_slow(std::uint32_t index) noexcept {
   if (n == c->capacity) {
     push_free(c->items + (n - batch_), batch_);
     n -= batch_;
+    bump(c->moved_out, batch_);
   }
   c->items[n] = index;
   c->count.store(n + 1, std::memory_order_relaxed);
-  c->releases.store(c->releases.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 Status Slab::release(Handle h) noexcept {
@@ -275,6 +302,7 @@ void Slab::flush_thread_cache() noexcept {
     done += k;
   }
   c->count.store(0, std::memory_order_relaxed);
+  bump(c->moved_out, n);
 }
 
 SlabStats Slab::stats() const noexcept {
@@ -290,11 +318,16 @@ SlabStats Slab::stats() const noexcept {
     // acquire: pairs with the release publishing the cache.
     const Cache* c = caches_[t].load(std::memory_order_acquire);
     if (c == nullptr) continue;
-    s.allocations += c->allocs.load(std::memory_order_relaxed);
-    s.releases += c->releases.load(std::memory_order_relaxed);
+    // count first: it moves with every allocation and release, and the sum
+    // below is exact whenever this thread's cache is at rest.
+    const std::uint64_t count = c->count.load(std::memory_order_relaxed);
+    const std::uint64_t allocs = c->allocs.load(std::memory_order_relaxed);
+    s.allocations += allocs;
+    s.releases += count + allocs + c->moved_out.load(std::memory_order_relaxed) -
+                  c->moved_in.load(std::memory_order_relaxed);
     s.exhausted += c->exhausted.load(std::memory_order_relaxed);
     s.injected += c->injected.load(std::memory_order_relaxed);
-    free_slots += c->count.load(std::memory_order_relaxed);
+    free_slots += count;
   }
   s.free_slots = static_cast<std::uint32_t>(std::min<std::uint64_t>(free_slots, slots_));
   return s;

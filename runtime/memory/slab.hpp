@@ -120,6 +120,15 @@ class Slab {
   [[nodiscard]] Status release(Handle h) noexcept;
   void release_owned(std::uint32_t index) noexcept;
 
+  // allocate() for a batch: reserve_cached() takes up to `want` free slots
+  // out of the calling thread's cache at once (counted as allocated) into
+  // `out`; each then becomes an allocation with take_reserved(), and those not
+  // taken go back with put_back(). Returns 0 when the cache is empty or
+  // missing, or the injection hook is installed: allocate() one by one then.
+  [[nodiscard]] std::uint32_t reserve_cached(std::uint32_t* out, std::uint32_t want) noexcept;
+  [[nodiscard]] Allocation take_reserved(std::uint32_t index) noexcept { return take(index); }
+  void put_back(const std::uint32_t* indices, std::uint32_t n) noexcept;
+
   // For a caller that manages free slots itself (a reserved pool): mark slot
   // `index` allocated (generation to odd) or free (to even) without touching
   // the slab's own free ring or caches. claim() stores the new generation
@@ -175,10 +184,15 @@ class Slab {
   // One thread's cache of free slot indices. Only the owning thread (the holder
   // of its thread index) touches `items`; `count` and the counters are atomics so
   // stats() may read them from any thread.
+  // Releases into a cache are not counted one by one: every slot that
+  // entered it came from a release or from the ring (moved_in), and every one
+  // that left went to an allocation or to the ring (moved_out), so
+  // releases = count + allocs + moved_out - moved_in.
   struct Cache {
     std::atomic<std::uint32_t> count{0};
     std::atomic<std::uint64_t> allocs{0};
-    std::atomic<std::uint64_t> releases{0};
+    std::atomic<std::uint64_t> moved_in{0};   // slow paths only
+    std::atomic<std::uint64_t> moved_out{0};  // slow paths only
     std::atomic<std::uint64_t> exhausted{0};
     std::atomic<std::uint64_t> injected{0};
     std::uint32_t capacity = 0;
@@ -190,7 +204,9 @@ class Slab {
 
   // The calling thread's cache if it has one already (the inline paths' test).
   Cache* existing_cache() const noexcept {
-    const std::uint32_t t = thread_index();
+    // A thread that has not asked for its number yet finds no cache here: the
+    // slow paths ask (cache_for_this_thread).
+    const std::uint32_t t = thread_index_if_known();
     // acquire: pairs with the release publishing a cache in cache_for_this_thread().
     return t < kMaxThreads ? caches_[t].load(std::memory_order_acquire) : nullptr;
   }
@@ -225,12 +241,16 @@ class Slab {
 };
 
 inline Slab::Allocation Slab::take(std::uint32_t index) noexcept {
-  auto& w = word(index);
+  // The slot's address once: the store below could alias the geometry fields
+  // for all the compiler knows.
+  std::byte* const slot = base_ + index * stride_;
+  auto& w = *reinterpret_cast<std::atomic<std::uint64_t>*>(slot);
+  const std::uint32_t id = id_;
   const std::uint32_t gen = static_cast<std::uint32_t>(w.load(std::memory_order_relaxed)) + 1;
   // release: the new generation (odd: allocated) is visible to validate()'s acquire
   // on any thread that learns the handle through a later release/acquire pair.
   w.store(gen, std::memory_order_release);
-  return Allocation{Status::success, make_handle(id_, index, gen), index, object(index)};
+  return Allocation{Status::success, make_handle(id, index, gen), index, slot + kObjectOffset};
 }
 
 inline Slab::Allocation Slab::allocate() noexcept {
@@ -251,13 +271,26 @@ inline Slab::Allocation Slab::allocate() noexcept {
   return allocate_slow();
 }
 
+inline std::uint32_t Slab::reserve_cached(std::uint32_t* out, std::uint32_t want) noexcept {
+  // acquire (hook): as in allocate().
+  if (hook_fn_.load(std::memory_order_acquire) != nullptr) return 0;
+  Cache* c = existing_cache();
+  if (c == nullptr) return 0;
+  const std::uint32_t n = c->count.load(std::memory_order_relaxed);
+  const std::uint32_t m = n < want ? n : want;
+  // Newest first, as allocate() would hand them out.
+  for (std::uint32_t i = 0; i < m; ++i) out[i] = c->items[n - 1 - i];
+  c->count.store(n - m, std::memory_order_relaxed);
+  c->allocs.store(c->allocs.load(std::memory_order_relaxed) + m, std::memory_order_relaxed);
+  return m;
+}
+
 inline void Slab::recycle(std::uint32_t index) noexcept {
   if (Cache* c = existing_cache(); c != nullptr) [[likely]] {
     const std::uint32_t n = c->count.load(std::memory_order_relaxed);
     if (n != c->capacity) [[likely]] {
       c->items[n] = index;
       c->count.store(n + 1, std::memory_order_relaxed);
-      c->releases.store(c->releases.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       return;
     }
   }
@@ -265,7 +298,7 @@ inline void Slab::recycle(std::uint32_t index) noexcept {
 }
 
 inline void Slab::release_owned(std::uint32_t index) noexcept {
-  auto& w = word(index);
+  auto& w = word(index);  // (recycle() below reads no geometry)
   const std::uint64_t cur = w.load(std::memory_order_relaxed);
   // release: the freed generation is published before the index reaches the free
   // ring (whose own release/acquire orders the next owner's reuse).

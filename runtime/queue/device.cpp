@@ -275,6 +275,10 @@ Status DeviceImpl::submit_batch_impl(Packet* const* packets, std::size_t n) noex
     if (nb != 0) bq->arrive_batch(batch, nb, bpublished);
     nb = 0;
   };
+  // Slots reserved from this thread's slab cache a batch at a time (one
+  // look-up of the cache for many requests); the rest are put back.
+  std::uint32_t slots[kMax];
+  std::uint32_t nslots = 0, next_slot = 0;
   std::uint64_t accepted = 0;
   for (std::size_t i = 0; i < n; ++i) {
     Packet& p = *packets[i];
@@ -286,7 +290,11 @@ Status DeviceImpl::submit_batch_impl(Packet* const* packets, std::size_t n) noex
     QueueImpl* q = route(p);
     if (q == nullptr) continue;
     ++accepted;
-    const Slab::Allocation a = slab_->allocate();
+    if (next_slot == nslots) {
+      next_slot = 0;
+      nslots = slab_->reserve_cached(slots, static_cast<std::uint32_t>(std::min(n - i, kMax)));
+    }
+    const Slab::Allocation a = next_slot < nslots ? slab_->take_reserved(slots[next_slot++]) : slab_->allocate();
     RequestImpl* r = a.status == Status::success ? bind(a, p) : nullptr;
     const bool hooked = r != nullptr && q->has_fp_allocate_hook();
     if (hooked) r->publish(r->word().load(std::memory_order_relaxed));
@@ -309,6 +317,7 @@ Status DeviceImpl::submit_batch_impl(Packet* const* packets, std::size_t n) noex
     batch[nb++] = r;
   }
   flush();
+  slab_->put_back(slots + next_slot, nslots - next_slot);
   counters_.add(kSubmitted, accepted);
   return result;
 }

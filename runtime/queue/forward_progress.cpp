@@ -15,6 +15,7 @@ void QueueImpl::init_slab_objects(Slab& slab, DeviceImpl* device, QueueImpl* res
     r->device = device;
     r->slab = &slab;
     r->index = i;
+    r->handle_base = make_handle(slab.id(), i, 0);
     r->reserved_owner = reserved_owner;
   }
 }

@@ -48,14 +48,25 @@ class DeviceImpl;
 
 // The runtime object in each slab slot.
 struct RequestImpl {
+  // The fields every request's round trip touches come first: with the state
+  // word before them they share one cache line of the slot.
   // Relaxed: the driver reads it while it owns the request; a getter called
   // on a request it does not own reads a stale or null pointer, never a torn one.
   std::atomic<Packet*> packet{nullptr};
+  std::atomic<QueueImpl*> queue{nullptr};  // current queue (stable while queued)
+  std::atomic<CancelCallback> cancel_cb{nullptr};
+  std::atomic<void*> cancel_ctx{nullptr};
+  QueueImpl* reserved_owner = nullptr;     // the queue whose reserved pool this is from
+  std::uint64_t handle_base = 0;           // the handle's slab id and index; the generation is or-ed in
+  // The queue whose FIFO links it, or null. Written only by that queue's
+  // token holder; relaxed loads by other queues' token holders (a request
+  // moving on can be linked elsewhere while they look): equal to `this` under
+  // this queue's token means it is in this FIFO and stays there.
+  std::atomic<const QueueImpl*> fifo_of{nullptr};
   DeviceImpl* device = nullptr;
   Slab* slab = nullptr;
   std::uint32_t index = 0;
   std::uint32_t event_gen = 0;             // generation the queue event was pushed for (with event_kind)
-  std::atomic<QueueImpl*> queue{nullptr};  // current queue (stable while queued)
   // FIFO links, touched only by the holder of the queue's pop token.
   RequestImpl* prev = nullptr;
   RequestImpl* next = nullptr;
@@ -64,21 +75,11 @@ struct RequestImpl {
   RequestImpl* target_next = nullptr;      // a target's waiting list (driver-owned only)
   bool target_marked = false;              // the target marked it cancelable while it waits
   std::uint8_t event_kind = 0;
-  // The queue whose FIFO links it, or null. Written only by that queue's
-  // token holder; relaxed loads by other queues' token holders (a request
-  // moving on can be linked elsewhere while they look): equal to `this` under
-  // this queue's token means it is in this FIFO and stays there.
-  std::atomic<const QueueImpl*> fifo_of{nullptr};
-  QueueImpl* reserved_owner = nullptr;     // the queue whose reserved pool this is from
   std::atomic<std::uint32_t> free_next{0}; // reserved free stack: next index + 1
-  std::atomic<CancelCallback> cancel_cb{nullptr};
-  std::atomic<void*> cancel_ctx{nullptr};
 
   // The slot's state word sits just before this object in the slab.
   [[nodiscard]] std::atomic<std::uint64_t>& word() const noexcept { return Slab::word_of_object(this); }
-  [[nodiscard]] std::uint64_t handle_for(std::uint64_t w) const noexcept {
-    return make_handle(slab->id(), index, rs::gen(w));
-  }
+  [[nodiscard]] std::uint64_t handle_for(std::uint64_t w) const noexcept { return handle_base | rs::gen(w); }
   // Publishes the handle in the bound packet (w: the word it was bound with),
   // from where Device::cancel(Packet&) reads it. Until then nothing but the
   // submitting thread can reach the request. release: the word and bindings
@@ -325,6 +326,9 @@ public:
   // completion inside one of this queue's handlers may leave its release to
   // the dispatch loop's next state update (one locked operation fewer).
   const bool defer_release_;
+  // The handler present() calls, by request type (on_default where the type's
+  // own is unset; null: none).
+  IoHandler handlers_[kRequestTypeCount] = {};
 
   alignas(kCacheLine) std::atomic<std::uint64_t> st_;
   alignas(kCacheLine) MpmcRing<RequestImpl*> inbox_;
@@ -562,7 +566,7 @@ inline void DeviceImpl::finish_packet(RequestImpl* r, Status status, std::uint64
   }
   // The slot is free before the callback runs: a callback that submits again
   // can reuse it at once. Nothing of r is touched after this.
-  slab_->release_owned(r->index);
+  slab_->release_owned(handle_index(r->handle_base));  // r->index, from the hot cache line
   p->on_complete(*p);
 }
 

@@ -65,7 +65,16 @@ QueueImpl::QueueImpl(DeviceImpl& device, const QueueConfig& config, bool power_m
       defer_release_(config.dispatch == DispatchType::parallel && !config.max_presented.has_value()),
       st_(kAccept | kDispatch |
           (power_managed && device.power_.load(std::memory_order_relaxed) != PowerState::d0 ? kPnpHeld : 0)),
-      inbox_(device.slab_->slots() + device.cfg_.max_reserved_requests) {}
+      inbox_(device.slab_->slots() + device.cfg_.max_reserved_requests) {
+  for (IoHandler& h : handlers_) h = cfg_.on_default;
+  auto set = [&](RequestType t, IoHandler h) {
+    if (h != nullptr) handlers_[static_cast<std::size_t>(t)] = h;
+  };
+  set(RequestType::read, cfg_.on_read);
+  set(RequestType::write, cfg_.on_write);
+  set(RequestType::device_control, cfg_.on_device_control);
+  set(RequestType::internal_device_control, cfg_.on_internal_device_control);
+}
 
 QueueImpl::~QueueImpl() = default;
 
@@ -777,15 +786,10 @@ bool QueueImpl::complete_zero_length(RequestImpl* r, std::uint64_t w) noexcept {
 
 [[gnu::always_inline]] inline void QueueImpl::present(RequestImpl* r, std::uint64_t w) noexcept {
   if (complete_zero_length(r, w)) return;
-  IoHandler h = nullptr;
-  switch (r->packet.load(std::memory_order_relaxed)->type) {
-    case RequestType::read: h = cfg_.on_read; break;
-    case RequestType::write: h = cfg_.on_write; break;
-    case RequestType::device_control: h = cfg_.on_device_control; break;
-    case RequestType::internal_device_control: h = cfg_.on_internal_device_control; break;
-    default: break;
-  }
-  if (h == nullptr) h = cfg_.on_default;
+  // Submission refused types out of range (a driver may have rewritten its
+  // packet's since: that one goes to on_default).
+  const auto type = static_cast<std::size_t>(r->packet.load(std::memory_order_relaxed)->type);
+  const IoHandler h = type < kRequestTypeCount ? handlers_[type] : cfg_.on_default;
   if (h == nullptr) {
     complete_owned(r, w, Status::invalid_device_request);
     return;
