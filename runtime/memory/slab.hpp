@@ -119,6 +119,9 @@ class Slab {
   [[nodiscard]] Allocation allocate() noexcept;
   [[nodiscard]] Status release(Handle h) noexcept;
   void release_owned(std::uint32_t index) noexcept;
+  // release_owned for a caller that holds the slot's object (and its index):
+  // the state word is found beside the object, not through the geometry.
+  void release_owned_object(const void* object, std::uint32_t index) noexcept;
 
   // allocate() for a batch: reserve_cached() takes up to `want` free slots
   // out of the calling thread's cache at once (counted as allocated) into
@@ -297,8 +300,10 @@ inline void Slab::recycle(std::uint32_t index) noexcept {
   recycle_slow(index);
 }
 
-inline void Slab::release_owned(std::uint32_t index) noexcept {
-  auto& w = word(index);  // (recycle() below reads no geometry)
+inline void Slab::release_owned(std::uint32_t index) noexcept { release_owned_object(object(index), index); }
+
+inline void Slab::release_owned_object(const void* object, std::uint32_t index) noexcept {
+  auto& w = word_of_object(object);
   const std::uint64_t cur = w.load(std::memory_order_relaxed);
   // release: the freed generation is published before the index reaches the free
   // ring (whose own release/acquire orders the next owner's reuse).

@@ -566,7 +566,7 @@ inline void DeviceImpl::finish_packet(RequestImpl* r, Status status, std::uint64
   }
   // The slot is free before the callback runs: a callback that submits again
   // can reuse it at once. Nothing of r is touched after this.
-  slab_->release_owned(handle_index(r->handle_base));  // r->index, from the hot cache line
+  slab_->release_owned_object(r, handle_index(r->handle_base));  // r->index, from the hot cache line
   p->on_complete(*p);
 }
 

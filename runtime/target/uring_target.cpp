@@ -66,8 +66,9 @@ void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
 struct UringTarget::Impl {
   struct Ring;
 
-  // One request in flight on a core's ring.
-  struct Op {
+  // One request in flight on a core's ring. What every op touches fills its
+  // first cache line; the cancel and delay parts follow.
+  struct alignas(detail::kCacheLine) Op {
     Ring* ring = nullptr;
     Request rq;
     char* buf = nullptr;
@@ -76,7 +77,7 @@ struct UringTarget::Impl {
     std::uint32_t done = 0;       // bytes transferred so far (short transfers)
     std::uint32_t retries = 0;
     std::int32_t result = 0;      // the final CQE result, once known
-    __kernel_timespec delay{};    // nop_delay_us: the timer's length
+    std::uint32_t index = 0;
     OpKind kind = OpKind::nop;
     bool fixed = false;
     bool cancel_ran = false;      // our cancel callback's task has run
@@ -85,7 +86,7 @@ struct UringTarget::Impl {
     struct CancelTask : Task {
       Op* op = nullptr;
     } cancel_task;                // posted by the cancel callback
-    std::uint32_t index = 0;
+    __kernel_timespec delay{};    // nop_delay_us: the timer's length
   };
 
   struct alignas(detail::kCacheLine) Ring {
@@ -137,6 +138,7 @@ struct UringTarget::Impl {
   Runtime* rt = nullptr;
   Runtime::Impl* rti = nullptr;
   UringTargetConfig cfg;
+  bool plain_nop = false;  // nop mode with no delay: NOPs and nothing else
   UringTargetInfo info;
   int fd = -1;
   std::vector<std::unique_ptr<Ring>> rings;
@@ -386,6 +388,7 @@ Result<std::unique_ptr<UringTarget>> UringTarget::create(Runtime& runtime, const
   im.rt = &runtime;
   im.rti = &RuntimeAccess::of(runtime);
   im.cfg = config;
+  im.plain_nop = config.nop && config.nop_delay_us == 0;
   im.foreign_task.im = &im;
   im.foreign_task.run = &Impl::foreign_run;
   im.info.registered_file = config.register_file;
@@ -443,11 +446,9 @@ UringTarget::~UringTarget() {
 namespace {
 // io_uring_get_sqe, inline: the rings ioq creates never use SQPOLL (the kernel
 // reads the tail only inside io_uring_enter, on this thread) nor 128-byte
-// SQEs, so the free-space check is a plain read of the kernel's head.
-// Anything else takes liburing's own function.
+// SQEs (create_ring's flags), so the free-space check is a plain read of the
+// kernel's head.
 [[gnu::always_inline]] inline io_uring_sqe* next_sqe(io_uring& ring) noexcept {
-  if ((ring.flags & (IORING_SETUP_SQPOLL | IORING_SETUP_SQE128)) != 0) [[unlikely]]
-    return io_uring_get_sqe(&ring);
   io_uring_sq& sq = ring.sq;
   const unsigned head = IO_URING_READ_ONCE(*sq.khead);
   if (sq.sqe_tail - head >= sq.ring_entries) return nullptr;
@@ -472,7 +473,7 @@ namespace {
 
 [[gnu::always_inline]] inline void UringTarget::Impl::prep(Op& op) noexcept {
   Ring& r = *op.ring;
-  if (op.kind == OpKind::nop && cfg.nop_delay_us == 0) {
+  if (op.kind == OpKind::nop && plain_nop) {
     // A plain no-op (nop mode): no file, no data, no injection.
     io_uring_sqe* s = sqe(r);
     io_uring_prep_nop(s);
@@ -605,7 +606,8 @@ namespace {
     finish(op);
     return;
   }
-  if (kind == OpKind::blk_discard) {
+  if (kind == OpKind::blk_discard || (kind == OpKind::nop && plain_nop)) {
+    // No file, no data: a NOP carries the result (a BLKDISCARD's, or none).
     io_uring_sqe* s = sqe(r);
     io_uring_prep_nop(s);
     io_uring_sqe_set_data64(s, reinterpret_cast<std::uint64_t>(&op));
