@@ -309,6 +309,11 @@ public:
   // a CompletionBatch holding this queue, counted with the batch's releases.
   inline void finish_claimed(RequestImpl* r, std::uint64_t w, Status status, std::uint64_t info,
                              std::int32_t err) noexcept;
+  // finish_claimed's other cases: a batch's first completion (the batch takes
+  // this queue), or no batch for this queue (finish_owned).
+  void finish_claimed_slow(RequestImpl* r, std::uint64_t w, Status status, std::uint64_t info,
+                           std::int32_t err) noexcept;
+  inline void finish_in_batch(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err) noexcept;
   void run_loop(RequestImpl* first = nullptr, std::uint64_t first_word = 0) noexcept {
     run_loop_with(first != nullptr ? &first : nullptr, first != nullptr ? 1 : 0, first_word);
   }
@@ -586,9 +591,13 @@ inline void DeviceImpl::return_reserved(RequestImpl* r) noexcept {
 inline void QueueImpl::finish_claimed(RequestImpl* r, std::uint64_t w, Status status, std::uint64_t info,
                                       std::int32_t err) noexcept {
   if (!(t_defer.batch && t_defer.q == this) || (w & rs::kStopNotified) != 0) [[unlikely]] {
-    finish_owned(r, w, status, info, err);
+    finish_claimed_slow(r, w, status, info, err);
     return;
   }
+  finish_in_batch(r, status, info, err);
+}
+
+inline void QueueImpl::finish_in_batch(RequestImpl* r, Status status, std::uint64_t info, std::int32_t err) noexcept {
   // In a completion batch that holds this queue's releases: the completion is
   // counted with them, once for the batch. Counted before the packet's
   // callback runs, as finish_owned counts (readers on this thread add

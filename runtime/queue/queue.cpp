@@ -820,6 +820,18 @@ void QueueImpl::finish_owned(RequestImpl* r, std::uint64_t w, Status status, std
   DeviceImpl::return_reserved(r);
 }
 
+void QueueImpl::finish_claimed_slow(RequestImpl* r, std::uint64_t w, Status status, std::uint64_t info,
+                                    std::int32_t err) noexcept {
+  // A batch that holds no queue yet takes this one, as release_driver would
+  // on the first release.
+  if (t_defer.batch && t_defer.q == nullptr && defer_release_ && (w & rs::kStopNotified) == 0) {
+    t_defer.q = this;
+    finish_in_batch(r, status, info, err);
+    return;
+  }
+  finish_owned(r, w, status, info, err);
+}
+
 std::uint64_t deferred_completions(const QueueImpl* q, const DeviceImpl* dev) noexcept {
   const QueueImpl* d = t_defer.q;
   if (d == nullptr) return 0;

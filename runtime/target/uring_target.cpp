@@ -918,9 +918,20 @@ std::size_t UringTarget::Impl::poll(Ring& r) noexcept {
       work += static_cast<std::size_t>(n);
     }
   }
-  io_uring_cqe* cqes[64];
   // The completions below release their queues' driver counts together.
   const detail::CompletionBatch batch;
+  io_uring_cq& cq = r.ring.cq;
+  // What the kernel has posted, read in place (ioq's rings have 16-byte
+  // CQEs); the head moves past them once they are all handled.
+  const unsigned head = *cq.khead;  // written only by this thread
+  const unsigned tail = io_uring_smp_load_acquire(cq.ktail);
+  if (head != tail) {
+    for (unsigned i = head; i != tail; ++i) on_cqe(r, &cq.cqes[i & cq.ring_mask]);
+    io_uring_smp_store_release(cq.khead, tail);
+    return work + (tail - head);
+  }
+  // None visible: liburing's peek also flushes a CQ that overflowed.
+  io_uring_cqe* cqes[64];
   for (;;) {
     const unsigned n = io_uring_peek_batch_cqe(&r.ring, cqes, 64);
     if (n == 0) break;
