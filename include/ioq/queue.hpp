@@ -197,15 +197,19 @@ class Queue {
   [[nodiscard]] ForwardProgressStats forward_progress_stats() const noexcept;
 
   [[nodiscard]] Device& device() const noexcept;
-  [[nodiscard]] void* context() const noexcept;
+  // QueueConfig::context (inline: handlers read it on every request).
+  [[nodiscard]] void* context() const noexcept { return context_; }
   [[nodiscard]] const char* name() const noexcept;
   [[nodiscard]] DispatchType dispatch_type() const noexcept;
   [[nodiscard]] bool power_managed() const noexcept;
   [[nodiscard]] QueueCounters counters() const noexcept;
 
  protected:
-  Queue() = default;
+  explicit Queue(void* context) noexcept : context_(context) {}
   ~Queue() = default;
+
+ private:
+  void* const context_;
 };
 
 }  // namespace ioq

@@ -46,7 +46,6 @@ Status Queue::assign_forward_progress_policy(const ForwardProgressConfig& config
 }
 ForwardProgressStats Queue::forward_progress_stats() const noexcept { return impl(*this).fp_stats(); }
 Device& Queue::device() const noexcept { return impl(*this).dev(); }
-void* Queue::context() const noexcept { return impl(*this).config().context; }
 const char* Queue::name() const noexcept { return impl(*this).config().name; }
 DispatchType Queue::dispatch_type() const noexcept { return impl(*this).config().dispatch; }
 bool Queue::power_managed() const noexcept { return impl(*this).is_power_managed(); }

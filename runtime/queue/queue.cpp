@@ -58,7 +58,8 @@ std::uint32_t limit_for(const QueueConfig& c) {
 }  // namespace
 
 QueueImpl::QueueImpl(DeviceImpl& device, const QueueConfig& config, bool power_managed)
-    : dev_(device),
+    : Queue(config.context),
+      dev_(device),
       cfg_(config),
       power_managed_(power_managed),
       limit_(limit_for(config)),

@@ -142,6 +142,10 @@ struct UringTarget::Impl {
   UringTargetInfo info;
   int fd = -1;
   std::vector<std::unique_ptr<Ring>> rings;
+  // send()'s view: the runtime's id (thread bindings name it), and the rings
+  // by core as plain pointers.
+  std::uint64_t runtime_id = 0;
+  std::vector<Ring*> ring_of_core;
   std::uint32_t poller_id = ~0u;
   unsigned setup_flags = 0;
 
@@ -408,7 +412,9 @@ Result<std::unique_ptr<UringTarget>> UringTarget::create(Runtime& runtime, const
     if (runtime.has_reactors()) r.server = im.rti->cores[c]->thread.get_id();
     const Status s = im.create_ring(r);
     if (s != Status::success) return fail(s, "uring: io_uring set-up failed");
+    im.ring_of_core.push_back(&r);
   }
+  im.runtime_id = im.rti->id;
   im.info.registered_file = im.info.registered_file && im.info.fallback.find("register_files") == std::string::npos;
   bool all_fixed = config.fixed_buffers > 0;
   for (auto& r : im.rings) all_fixed = all_fixed && r->fixed;
@@ -624,13 +630,14 @@ Status UringTarget::send(Request request) noexcept {
   std::uint64_t w = 0;
   RequestImpl* ri = lookup(request.handle(), w);
   if (ri == nullptr || !detail::handle_is_live(request.handle(), w)) return Status::invalid_handle;
-  const std::uint32_t core = im.rti->core_of_calling_thread();
+  // The calling thread's core, kNoCore (>= any ring count) when it serves none.
+  const std::uint32_t core = detail::t_binding.runtime == im.runtime_id ? detail::t_binding.core : kNoCore;
   // A thread that claims a core but is not its reactor (a binding left over
   // from bind_thread on a runtime since destroyed, whose Impl's address the
   // new one reuses) is a foreign thread: touching the ring from it would race
   // the reactor, and with SINGLE_ISSUER enabling it there would take the
   // ring away from the reactor for good.
-  if (core == kNoCore || core >= im.rings.size() || !Impl::serves(*im.rings[core])) {
+  if (core >= im.ring_of_core.size() || !Impl::serves(*im.ring_of_core[core])) {
     {
       std::lock_guard lock(im.foreign_mu);
       append(im.foreign_head, im.foreign_tail, ri);
@@ -640,7 +647,7 @@ Status UringTarget::send(Request request) noexcept {
     if (!im.foreign_posted.exchange(true, std::memory_order_acq_rel)) im.rt->post(0, im.foreign_task);
     return Status::success;
   }
-  Impl::Ring& r = *im.rings[core];
+  Impl::Ring& r = *im.ring_of_core[core];
   if (!r.enabled) im.enable(r);
   if (r.free_n.load(std::memory_order_relaxed) == 0 || r.wait_head != nullptr || r.pumping) {
     // Full (or others are waiting already): the request waits its turn, in
