@@ -180,7 +180,9 @@ struct UringTarget::Impl {
   void prep(Op& op) noexcept;
   void issue(Op& op) noexcept;
   io_uring_sqe* sqe(Ring& r) noexcept;
-  void on_cqe(Ring& r, io_uring_cqe* cqe) noexcept;  // the common case; the rest:
+  // One completion (its user data and result, the CQE already consumed): the
+  // common case inline; the rest:
+  void on_cqe(Ring& r, std::uint64_t ud, std::int32_t res) noexcept;
   void on_cqe_slow(Ring& r, Op& op, std::int32_t res) noexcept;
   // claimed: the request was unmarked and claimed for completion already.
   void finish(Op& op, const detail::Claimed* claimed = nullptr) noexcept;
@@ -776,11 +778,9 @@ void UringTarget::Impl::wait_cancel_run(Task& t) noexcept {
   }
 }
 
-[[gnu::always_inline]] inline void UringTarget::Impl::on_cqe(Ring& r, io_uring_cqe* cqe) noexcept {
-  const std::uint64_t ud = io_uring_cqe_get_data64(cqe);
+[[gnu::always_inline]] inline void UringTarget::Impl::on_cqe(Ring& r, std::uint64_t ud, std::int32_t res) noexcept {
   if ((ud & kCancelTag) != 0) return;  // an ASYNC_CANCEL's own result
   Op& op = *reinterpret_cast<Op*>(ud);
-  const std::int32_t res = cqe->res;
   // The common case: a first try (no retry, no injected result) that did all
   // it was asked and met no cancel. Its request is claimed and completed here.
   if (res >= 0 && op.retries == 0 && !op.cancel_ran) [[likely]] {
@@ -929,23 +929,24 @@ std::size_t UringTarget::Impl::poll(Ring& r) noexcept {
   const detail::CompletionBatch batch;
   io_uring_cq& cq = r.ring.cq;
   // What the kernel has posted, read in place (ioq's rings have 16-byte
-  // CQEs); the head moves past them once they are all handled.
-  const unsigned head = *cq.khead;  // written only by this thread
-  const unsigned tail = io_uring_smp_load_acquire(cq.ktail);
-  if (head != tail) {
-    for (unsigned i = head; i != tail; ++i) on_cqe(r, &cq.cqes[i & cq.ring_mask]);
-    io_uring_smp_store_release(cq.khead, tail);
-    return work + (tail - head);
+  // CQEs). Each CQE is consumed (the head moved past it) before its
+  // completion runs: a packet callback that polls this core again (a
+  // submit-and-wait inside a callback) reaps only what follows, never a CQE
+  // handled here. The head is read again after each: such a poll moves it.
+  if (*cq.khead == io_uring_smp_load_acquire(cq.ktail)) {
+    // None visible: liburing's peek flushes a CQ that overflowed.
+    io_uring_cqe* c = nullptr;
+    if (io_uring_peek_cqe(&r.ring, &c) != 0) return work;
   }
-  // None visible: liburing's peek also flushes a CQ that overflowed.
-  io_uring_cqe* cqes[64];
   for (;;) {
-    const unsigned n = io_uring_peek_batch_cqe(&r.ring, cqes, 64);
-    if (n == 0) break;
-    for (unsigned i = 0; i < n; ++i) on_cqe(r, cqes[i]);
-    io_uring_cq_advance(&r.ring, n);
-    work += n;
-    if (n < 64) break;
+    const unsigned head = *cq.khead;  // written only by this thread (and its nested polls)
+    if (head == io_uring_smp_load_acquire(cq.ktail)) break;
+    const io_uring_cqe& c = cq.cqes[head & cq.ring_mask];
+    const std::uint64_t ud = c.user_data;
+    const std::int32_t res = c.res;
+    io_uring_smp_store_release(cq.khead, head + 1);
+    on_cqe(r, ud, res);
+    ++work;
   }
   return work;
 }
