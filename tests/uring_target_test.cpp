@@ -663,6 +663,35 @@ TEST(UringTarget, TheStopCallbackFiresOnceTheLastCompletionsDriverCountDrops) {
 // The reactor counts a reaped batch's completions once, with the batch's
 // driver-count release (finish_claimed); counters read meanwhile on that
 // thread still see each completion, from its packet's own callback on.
+// One core polled by the test's own thread (no reactor), a UringTarget on
+// it, and a device whose default parallel queue sends every request there.
+struct PolledRig {
+  std::unique_ptr<Runtime> rt;
+  std::unique_ptr<UringTarget> target;
+  std::unique_ptr<Device> dev;
+  Queue* q = nullptr;
+
+  ::testing::AssertionResult make(const UringTargetConfig& cfg) {
+    auto r = Runtime::create({.cores = 1, .reactors = false, .pin = false});
+    if (!r) return ::testing::AssertionFailure() << "Runtime::create";
+    rt = std::move(*r);
+    rt->bind_thread(0);
+    auto t = UringTarget::create(*rt, cfg);
+    if (!t) return ::testing::AssertionFailure() << "UringTarget::create: " << to_string(t.error().status);
+    target = std::move(*t);
+    dev = test::make_device({.max_requests = 64, .runtime = rt.get()});
+    QueueConfig qc{.dispatch = DispatchType::parallel, .default_queue = true, .context = target.get()};
+    qc.on_default = [](Queue& queue, Request rq) {
+      EXPECT_EQ(static_cast<UringTarget*>(queue.context())->send(rq), Status::success);
+    };
+    auto created = dev->create_queue(qc);
+    if (!created) return ::testing::AssertionFailure() << "create_queue";
+    q = *created;
+    if (dev->start() != Status::success) return ::testing::AssertionFailure() << "start";
+    return ::testing::AssertionSuccess();
+  }
+};
+
 struct BatchCountSeen {
   Device* dev = nullptr;
   Queue* q = nullptr;
@@ -670,21 +699,13 @@ struct BatchCountSeen {
 };
 
 TEST(UringTarget, ABatchsCompletionsAreCountedAsEachCompletes) {
-  auto r = Runtime::create({.cores = 1, .reactors = false, .pin = false});
-  ASSERT_TRUE(r);
-  std::unique_ptr<Runtime> rt = std::move(*r);
-  rt->bind_thread(0);
-  auto t = UringTarget::create(*rt, {.path = {}, .depth = 64, .nop = true});
-  ASSERT_TRUE(t) << to_string(t.error().status);
-  std::unique_ptr<UringTarget> target = std::move(*t);
-  auto dev = test::make_device({.max_requests = 64, .runtime = rt.get()});
-  QueueConfig qc{.dispatch = DispatchType::parallel, .default_queue = true, .context = target.get()};
-  qc.on_default = [](Queue& q, Request rq) { EXPECT_EQ(static_cast<UringTarget*>(q.context())->send(rq), Status::success); };
-  auto q = dev->create_queue(qc);
-  ASSERT_TRUE(q);
-  ASSERT_EQ(dev->start(), Status::success);
+  PolledRig rig;
+  ASSERT_TRUE(rig.make({.path = {}, .depth = 64, .nop = true}));
+  Runtime* rt = rig.rt.get();
+  Device* dev = rig.dev.get();
+  Queue* const* q = &rig.q;
   BatchCountSeen seen;
-  seen.dev = dev.get();
+  seen.dev = dev;
   seen.q = *q;
   constexpr std::size_t kN = 16;
   std::array<Packet, kN> ps{};
@@ -732,24 +753,17 @@ struct NestedWait {
 };
 
 TEST(UringTarget, ACallbackThatPollsAgainReapsOnlyLaterCompletions) {
-  auto r = Runtime::create({.cores = 1, .reactors = false, .pin = false});
-  ASSERT_TRUE(r);
-  std::unique_ptr<Runtime> rt = std::move(*r);
-  rt->bind_thread(0);
-  TempFile f(64 * 1024);
-  auto t = UringTarget::create(*rt, {.path = f.path, .direct = false, .depth = 64});
-  ASSERT_TRUE(t) << to_string(t.error().status);
-  std::unique_ptr<UringTarget> target = std::move(*t);
-  auto dev = test::make_device({.max_requests = 64, .runtime = rt.get()});
-  QueueConfig qc{.dispatch = DispatchType::parallel, .default_queue = true, .context = target.get()};
-  qc.on_default = [](Queue& q, Request rq) { EXPECT_EQ(static_cast<UringTarget*>(q.context())->send(rq), Status::success); };
-  auto q = dev->create_queue(qc);
-  ASSERT_TRUE(q);
-  ASSERT_EQ(dev->start(), Status::success);
+  TempFile file(64 * 1024);
+  PolledRig rig;
+  ASSERT_TRUE(rig.make({.path = file.path, .direct = false, .depth = 64}));
+  Runtime* rt = rig.rt.get();
+  UringTarget* target = rig.target.get();
+  Device* dev = rig.dev.get();
+  Queue* const* q = &rig.q;
   static NestedWait* g = nullptr;
   NestedWait nw;
-  nw.dev = dev.get();
-  nw.rt = rt.get();
+  nw.dev = dev;
+  nw.rt = rt;
   nw.eof = 64 * 1024;
   g = &nw;
   std::array<std::array<char, 512>, 16> bufs{};
@@ -763,9 +777,9 @@ TEST(UringTarget, ACallbackThatPollsAgainReapsOnlyLaterCompletions) {
     ps[i].user = reinterpret_cast<void*>(i);
     // Every other outer completion submits a follow-up and waits for it.
     ps[i].on_complete = [](Packet& p) noexcept {
-      const auto i = reinterpret_cast<std::size_t>(p.user);
-      ++g->outer_calls[i];
-      if (i % 2 != 0 || g->next >= g->follow.size()) return;
+      const auto at = reinterpret_cast<std::size_t>(p.user);
+      ++g->outer_calls[at];
+      if (at % 2 != 0 || g->next >= g->follow.size()) return;
       const std::size_t f = g->next++;
       Packet& fp = g->follow[f];
       fp.type = RequestType::read;
