@@ -117,14 +117,9 @@ void QueueImpl::fan_out_fired(Queue&, void* ctx) {
 }
 
 bool QueueImpl::has_handler_for(RequestType t) const noexcept {
-  if (is_manual() || cfg_.on_default != nullptr) return true;
-  switch (t) {
-    case RequestType::read: return cfg_.on_read != nullptr;
-    case RequestType::write: return cfg_.on_write != nullptr;
-    case RequestType::device_control: return cfg_.on_device_control != nullptr;
-    case RequestType::internal_device_control: return cfg_.on_internal_device_control != nullptr;
-    default: return false;
-  }
+  if (is_manual()) return true;
+  const auto i = static_cast<std::size_t>(t);
+  return (i < kRequestTypeCount ? handlers_[i] : cfg_.on_default) != nullptr;  // what present() calls
 }
 
 // ---------------------------------------------------------------------------
