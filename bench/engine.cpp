@@ -18,6 +18,7 @@
 #include <cstring>
 #include <chrono>
 #include <memory>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -157,6 +158,23 @@ void handler(Queue& q, Request r) {
       r.forward_to_queue(*ctx->forward_to) == Status::success)
     return;
   if (const Status s = ctx->target->send(r); s != Status::success) (void)r.complete(s);
+}
+
+// --handler=batch: a run goes to the target at once; a request it refuses
+// completes with the refusal, and the rest go on.
+void batch_handler(Queue& q, std::span<const Request> run) {
+  auto* ctx = static_cast<DeviceCtx*>(q.context());
+  if (ctx->forward_to != nullptr) {
+    for (const Request r : run) handler(q, r);  // each decides on its own whether it moves on
+    return;
+  }
+  while (!run.empty()) {
+    Status refused = Status::success;
+    const std::size_t taken = ctx->target->send_batch(run, &refused);
+    if (taken == run.size()) return;
+    (void)run[taken].complete(refused);
+    run = run.subspan(taken + 1);
+  }
 }
 
 void on_complete(Packet& p) noexcept {
@@ -357,7 +375,10 @@ EngineResult run_engine(const Options& o, const RunPlan& plan) {
       forward_queues.push_back(*fq);
     }
     QueueConfig qc{.dispatch = dispatch, .default_queue = true, .context = ctx.get(), .name = "main"};
-    if (dispatch != DispatchType::manual) qc.on_default = handler;
+    if (dispatch != DispatchType::manual) {
+      if (o.handler == HandlerMode::batch) qc.on_batch = batch_handler;
+      else qc.on_default = handler;
+    }
     auto q = dev.create_queue(qc);
     if (!q) {
       out.error = "ioq-bench: " + q.error().message;

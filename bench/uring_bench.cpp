@@ -16,6 +16,7 @@
 // figure perf/report.py reports (same binary, same run).
 #include <benchmark/benchmark.h>
 #include <liburing.h>
+#include <sys/resource.h>
 
 #include <array>
 #include <cstdint>
@@ -31,6 +32,27 @@ namespace {
 using namespace ioq;
 
 constexpr unsigned kMaxBatch = 128;
+
+// User and system CPU time of the calling thread over a benchmark's timed
+// loop, reported per operation: where the two paths differ (the kernel's
+// share of a no-op is the same for both).
+class CpuSplit {
+ public:
+  CpuSplit() { getrusage(RUSAGE_THREAD, &start_); }
+  void report(benchmark::State& state, std::uint64_t ops) const {
+    rusage end{};
+    getrusage(RUSAGE_THREAD, &end);
+    const auto ns = [](const timeval& a, const timeval& b) {
+      return static_cast<double>(b.tv_sec - a.tv_sec) * 1e9 + static_cast<double>(b.tv_usec - a.tv_usec) * 1e3;
+    };
+    const double n = ops != 0 ? static_cast<double>(ops) : 1.0;
+    state.counters["user_ns_per_op"] = ns(start_.ru_utime, end.ru_utime) / n;
+    state.counters["sys_ns_per_op"] = ns(start_.ru_stime, end.ru_stime) / n;
+  }
+
+ private:
+  rusage start_{};
+};
 
 int init_ring(io_uring& ring, unsigned entries) {
   io_uring_params p{};
@@ -52,6 +74,7 @@ void BM_UringNop_Bare(benchmark::State& state) {
   }
   std::array<io_uring_cqe*, kMaxBatch> cqes{};
   std::uint64_t done = 0;
+  const CpuSplit cpu;
   for (auto _ : state) {
     for (unsigned i = 0; i < batch; ++i) {
       io_uring_sqe* sqe = io_uring_get_sqe(&ring);
@@ -72,6 +95,7 @@ void BM_UringNop_Bare(benchmark::State& state) {
       got += n;
     }
   }
+  cpu.report(state, done);
   io_uring_queue_exit(&ring);
   if (done != static_cast<std::uint64_t>(state.iterations()) * batch) state.SkipWithError("a no-op failed");
   state.SetItemsProcessed(static_cast<std::int64_t>(done));
@@ -89,12 +113,22 @@ struct IoqNop {
     auto* t = static_cast<UringTarget*>(q.context());
     if (t->send(r) != Status::success) (void)r.complete(Status::unsuccessful);
   }
+  // The same, given each run of requests at once (QueueConfig::on_batch).
+  static void batch_handler(Queue& q, std::span<const Request> rqs) {
+    auto* t = static_cast<UringTarget*>(q.context());
+    while (!rqs.empty()) {
+      const std::size_t taken = t->send_batch(rqs, nullptr);
+      if (taken == rqs.size()) break;
+      (void)rqs[taken].complete(Status::unsuccessful);
+      rqs = rqs.subspan(taken + 1);
+    }
+  }
   static void on_complete(Packet& p) noexcept {
     auto* self = static_cast<IoqNop*>(p.user);
     ++(p.status == Status::success ? self->completed : self->failed);
   }
 
-  const char* init() {
+  const char* init(bool batch_handler) {
     auto r = Runtime::create({.cores = 1, .reactors = false, .pin = false, .name = "uring_bench"});
     if (!r) return "Runtime::create failed";
     rt = std::move(*r);
@@ -106,7 +140,8 @@ struct IoqNop {
     if (!d) return "Device::create failed";
     dev = std::move(*d);
     QueueConfig qc{.dispatch = DispatchType::parallel, .default_queue = true, .context = target.get()};
-    qc.on_default = handler;
+    if (batch_handler) qc.on_batch = IoqNop::batch_handler;
+    else qc.on_default = handler;
     if (!dev->create_queue(qc) || dev->start() != Status::success) return "queue set-up failed";
     for (unsigned i = 0; i < kMaxBatch; ++i) {
       packets[i].type = RequestType::read;
@@ -119,18 +154,20 @@ struct IoqNop {
   }
 };
 
-void BM_UringNop_Ioq(benchmark::State& state) {
+void run_ioq(benchmark::State& state, bool batch_handler) {
   const auto batch = static_cast<unsigned>(state.range(0));
   IoqNop n;
-  if (const char* err = n.init()) {
+  if (const char* err = n.init(batch_handler)) {
     state.SkipWithError(err);
     return;
   }
+  const CpuSplit cpu;
   for (auto _ : state) {
     const std::uint64_t want = n.completed + n.failed + batch;
     (void)n.dev->submit_batch(n.ptrs.data(), batch);
     while (n.completed + n.failed < want) n.rt->poll(0);
   }
+  cpu.report(state, n.completed);
   if (n.failed != 0) state.SkipWithError("a no-op failed");
   state.SetItemsProcessed(static_cast<std::int64_t>(n.completed));
   // The target's own account: every no-op went through the ring.
@@ -140,8 +177,12 @@ void BM_UringNop_Ioq(benchmark::State& state) {
       n.completed ? static_cast<double>(c.submit_calls) / static_cast<double>(n.completed) : 0;
 }
 
+void BM_UringNop_Ioq(benchmark::State& state) { run_ioq(state, false); }
+void BM_UringNop_IoqBatch(benchmark::State& state) { run_ioq(state, true); }
+
 BENCHMARK(BM_UringNop_Bare)->Arg(1)->Arg(32);
 BENCHMARK(BM_UringNop_Ioq)->Arg(1)->Arg(32);
+BENCHMARK(BM_UringNop_IoqBatch)->Arg(1)->Arg(32);
 
 }  // namespace
 

@@ -7,8 +7,10 @@ same run, and the target's own cost on no-op requests.
     both: IOPS, CPU time per I/O (user + system over the job's run time), p99
     completion latency. Each cell is the median of interleaved repeats.
   * buffered random reads of a file held in the page cache (iodepth 32);
-  * no-ops through the whole ioq path (uring_bench BM_UringNop_Ioq) against a
-    bare liburing no-op loop (BM_UringNop_Bare), batch 1 and 32.
+  * no-ops through the whole ioq path (uring_bench BM_UringNop_Ioq with a
+    per-request handler, BM_UringNop_IoqBatch with a batch handler) against a
+    bare liburing no-op loop (BM_UringNop_Bare), batch 1 and 32, each ratio
+    taken within one run of the benchmark binary.
 
 Usage: perf/uring_report.py [--build build/release] [--quick] [--file PATH] [--size 1g]
 Prints the markdown section; perf/report.py includes it in its report.
@@ -70,19 +72,30 @@ def fio_job(path, size, rw, depth, runtime, direct=True, batch=None):
     return summarize(json.loads(sh(cmd))["jobs"][0], rw, "lat_ns")
 
 
-def median_of(runs, key):
-    v = sorted(r[key] for r in runs)
+def median(v):
+    v = sorted(v)
     return v[len(v) // 2]
 
 
+def median_of(runs, key):
+    return median([r[key] for r in runs])
+
+
+NOP_FORMS = (("Ioq", "per-request handler"), ("IoqBatch", "batch handler (on_batch, send_batch)"))
+
+
 def nop_bench(build, min_time, reps):
-    out = sh([os.path.join(build, "bench", "uring_bench"), "--benchmark_format=json",
-              f"--benchmark_min_time={min_time}", f"--benchmark_repetitions={reps}",
-              "--benchmark_report_aggregates_only=true"])
+    """Runs uring_bench `reps` times, pinned to one CPU: each run measures the
+    bare loop and both ioq forms one after another, so each ratio compares
+    figures from one run on the same CPU.
+    Returns {name: [items/s per run]}."""
     res = {}
-    for b in json.loads(out)["benchmarks"]:
-        if b.get("aggregate_name", "median") == "median" and "error_occurred" not in b:
-            res[b["run_name"]] = b["items_per_second"]
+    for _ in range(reps):
+        out = sh(pinned() + [os.path.join(build, "bench", "uring_bench"), "--benchmark_format=json",
+                  f"--benchmark_min_time={min_time}"])
+        for b in json.loads(out)["benchmarks"]:
+            if "error_occurred" not in b:
+                res.setdefault(b["run_name"], []).append(b["items_per_second"])
     return res
 
 
@@ -94,20 +107,29 @@ def run(build, quick=False, path=None, size="1g"):
     reps = 1 if quick else 3
     depths = [1, 32] if quick else [1, 32, 128]
 
-    nop = nop_bench(build, "0.05" if quick else "0.5", reps)
+    nop_reps = 3 if quick else 7
+    nop = nop_bench(build, "0.05" if quick else "0.5", nop_reps)
     raw["nop"] = nop
     md.append("## io_uring target: no-ops through the whole ioq path\n")
     md.append("Each no-op is submitted to a parallel queue, dispatched to its handler, sent to the io_uring target "
               "(IORING_OP_NOP, marked cancelable while in flight), reaped and completed; the bare loop only "
-              "prepares, submits and reaps. Same ring flags on both. Median of "
-              f"{reps} repetitions, M no-ops/s.\n")
-    md.append("| batch | bare liburing | ioq | ioq / bare |")
-    md.append("|---:|---:|---:|---:|")
+              "prepares, submits and reaps. Same ring flags on both. The per-request handler sends each request "
+              "with UringTarget::send; the batch handler (QueueConfig::on_batch) is given the whole run and sends "
+              f"it with one UringTarget::send_batch. {nop_reps} runs of the benchmark binary, pinned to one CPU, "
+              "each measuring all three one after another: M no-ops/s are medians over the runs, ratios the median of each run's "
+              "own ratio.\n")
+    md.append("| batch | bare liburing | ioq, per-request handler | ratio | ioq, batch handler | ratio |")
+    md.append("|---:|---:|---:|---:|---:|---:|")
     for batch in (1, 32):
         b = nop.get(f"BM_UringNop_Bare/{batch}")
-        i = nop.get(f"BM_UringNop_Ioq/{batch}")
-        if b and i:
-            md.append(f"| {batch} | {b / 1e6:.2f} | {i / 1e6:.2f} | {i / b:.2f}x |")
+        cells = [f"{batch}", f"{median(b) / 1e6:.2f}" if b else "-"]
+        for form, _ in NOP_FORMS:
+            i = nop.get(f"BM_UringNop_{form}/{batch}")
+            if b and i and len(b) == len(i):
+                cells += [f"{median(i) / 1e6:.2f}", f"{median([x / y for x, y in zip(i, b)]):.2f}x"]
+            else:
+                cells += ["-", "-"]
+        md.append("| " + " | ".join(cells) + " |")
     md.append("")
 
     if shutil.which("fio") is None:

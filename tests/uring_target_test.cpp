@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -671,7 +672,9 @@ struct PolledRig {
   std::unique_ptr<Device> dev;
   Queue* q = nullptr;
 
-  ::testing::AssertionResult make(const UringTargetConfig& cfg) {
+  // batch: the queue's handler is `batch` (QueueConfig::on_batch) instead of
+  // one that sends each request.
+  ::testing::AssertionResult make(const UringTargetConfig& cfg, BatchHandler batch = nullptr) {
     auto r = Runtime::create({.cores = 1, .reactors = false, .pin = false});
     if (!r) return ::testing::AssertionFailure() << "Runtime::create";
     rt = std::move(*r);
@@ -681,9 +684,13 @@ struct PolledRig {
     target = std::move(*t);
     dev = test::make_device({.max_requests = 64, .runtime = rt.get()});
     QueueConfig qc{.dispatch = DispatchType::parallel, .default_queue = true, .context = target.get()};
-    qc.on_default = [](Queue& queue, Request rq) {
-      EXPECT_EQ(static_cast<UringTarget*>(queue.context())->send(rq), Status::success);
-    };
+    if (batch != nullptr) {
+      qc.on_batch = batch;
+    } else {
+      qc.on_default = [](Queue& queue, Request rq) {
+        EXPECT_EQ(static_cast<UringTarget*>(queue.context())->send(rq), Status::success);
+      };
+    }
     auto created = dev->create_queue(qc);
     if (!created) return ::testing::AssertionFailure() << "create_queue";
     q = *created;
@@ -733,6 +740,78 @@ TEST(UringTarget, ABatchsCompletionsAreCountedAsEachCompletes) {
   EXPECT_EQ((*q)->counters().completed, kN);
   EXPECT_EQ((*q)->get_state().driver_owned, 0u);
   for (const Packet& p : ps) EXPECT_EQ(p.status, Status::success);
+}
+
+// send_batch takes a run on the caller's ring in order, waiting in the target
+// beyond its depth, and stops at a refused request: the handler below slips
+// a null handle in after each run's first request.
+struct RunSeen {
+  std::vector<std::size_t> taken_first, taken_rest;
+  std::vector<Status> refused;
+};
+RunSeen* g_run_seen = nullptr;
+
+TEST(UringTarget, SendBatchTakesARunInOrderAndStopsAtARefusedRequest) {
+  RunSeen seen;
+  g_run_seen = &seen;
+  PolledRig rig;
+  ASSERT_TRUE(rig.make({.path = {}, .depth = 4, .nop = true}, [](Queue& queue, std::span<const Request> run) {
+    auto* target = static_cast<UringTarget*>(queue.context());
+    std::vector<Request> v(run.begin(), run.end());
+    v.insert(v.begin() + 1, Request{});
+    Status refused = Status::success;
+    g_run_seen->taken_first.push_back(target->send_batch(v, &refused));
+    g_run_seen->refused.push_back(refused);
+    g_run_seen->taken_rest.push_back(target->send_batch(std::span<const Request>(v).subspan(2), nullptr));
+  }));
+  constexpr std::size_t kN = 32;
+  std::array<Packet, kN> ps{};
+  std::array<Packet*, kN> ptrs{};
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < kN; ++i) {
+    ps[i].type = RequestType::read;
+    ps[i].length = 512;
+    ps[i].offset = i;
+    ps[i].user = &order;
+    ps[i].on_complete = [](Packet& p) noexcept { static_cast<std::vector<std::size_t>*>(p.user)->push_back(p.offset); };
+    ptrs[i] = &ps[i];
+  }
+  ASSERT_EQ(rig.dev->submit_batch(ptrs.data(), kN), Status::pending);
+  EXPECT_EQ(seen.taken_first, std::vector<std::size_t>{1});
+  EXPECT_EQ(seen.refused, std::vector<Status>{Status::invalid_handle});
+  EXPECT_EQ(seen.taken_rest, std::vector<std::size_t>{kN - 1});
+  EXPECT_EQ(rig.target->in_flight(0), 4u) << "depth 4: the rest wait in the target";
+  for (int i = 0; i < 100000 && order.size() < kN; ++i) rig.rt->poll(0);
+  ASSERT_EQ(order.size(), kN);
+  for (std::size_t i = 0; i < kN; ++i) EXPECT_EQ(order[i], i) << "completed in the order sent";
+  for (const Packet& p : ps) EXPECT_EQ(p.status, Status::success);
+  const UringCounters c = rig.target->counters(0);
+  EXPECT_EQ(c.completed, kN);
+  EXPECT_EQ(c.waited, kN - 4);
+  EXPECT_EQ(rig.dev->stats().completed, kN);
+  g_run_seen = nullptr;
+}
+
+// A run sent at once stays cancelable: each in-flight request of it, and each
+// one waiting in the target, completes cancelled exactly once.
+TEST(UringTarget, RequestsSentAsARunAreCancelledExactlyOnce) {
+  PolledRig rig;
+  ASSERT_TRUE(rig.make({.path = {}, .depth = 8, .nop = true, .nop_delay_us = 30'000'000},
+                       [](Queue& queue, std::span<const Request> run) {
+                         EXPECT_EQ(static_cast<UringTarget*>(queue.context())->send_batch(run, nullptr), run.size());
+                       }));
+  Packets ps;
+  std::vector<Packet*> ptrs;
+  for (int i = 0; i < 20; ++i) ptrs.push_back(&ps.make(RequestType::read, 512).packet);
+  ASSERT_EQ(rig.dev->submit_batch(ptrs.data(), ptrs.size()), Status::pending);
+  EXPECT_EQ(rig.target->in_flight(0), 8u);
+  for (Packet* p : ptrs) EXPECT_EQ(rig.dev->cancel(*p), Status::success);
+  for (int i = 0; i < 100000 && !all_done(ps); ++i) rig.rt->poll(0);
+  ASSERT_TRUE(all_done(ps));
+  ps.expect_all_completed_once();
+  for (std::size_t i = 0; i < ps.size(); ++i) EXPECT_EQ(ps[i].status.load(), Status::cancelled) << i;
+  EXPECT_EQ(rig.target->in_flight(0), 0u);
+  EXPECT_EQ(rig.q->get_state().driver_owned, 0u);
 }
 
 // A packet callback that submits a follow-up and polls the core until it

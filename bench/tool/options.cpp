@@ -145,6 +145,7 @@ constexpr RwMode kRwModes[] = {RwMode::read, RwMode::write, RwMode::randread, Rw
 constexpr Target kTargets[] = {Target::null, Target::uring, Target::uring_nop};
 constexpr DispatchMode kDispatchModes[] = {DispatchMode::sequential, DispatchMode::parallel,
                                            DispatchMode::manual};
+constexpr HandlerMode kHandlerModes[] = {HandlerMode::request, HandlerMode::batch};
 constexpr Verify kVerifyModes[] = {Verify::none, Verify::crc32c};
 constexpr OutputFormat kOutputFormats[] = {OutputFormat::normal, OutputFormat::json,
                                            OutputFormat::json_plus};
@@ -252,6 +253,11 @@ const Field kFields[] = {
     {"--dispatch", "TYPE", kIoq, "sequential|parallel|manual: the queue's dispatch type",
      [](const Options& o) { return std::string(to_string(o.dispatch)); },
      [](std::string_view t, Options& o) { return enum_field(t, kDispatchModes, o.dispatch); }},
+    {"--handler", "MODE", kIoq,
+     "request|batch: the queue's handler takes one request per call, or whole runs (on_batch) that it "
+     "sends on with one send_batch",
+     [](const Options& o) { return std::string(to_string(o.handler)); },
+     [](std::string_view t, Options& o) { return enum_field(t, kHandlerModes, o.handler); }},
     {"--cores", "N", kIoq, "Runtime cores",
      [](const Options& o) { return std::to_string(o.cores); },
      [](std::string_view t, Options& o) { return uint_field(t, 1, kMaxThreads, o.cores); }},
@@ -307,6 +313,8 @@ std::string check_combination(const Options& o) {
     if (o.fixedbufs) return "--fixedbufs: needs --target=uring";
     if (o.registerfiles) return "--registerfiles: needs --target=uring";
   }
+  if (o.handler == HandlerMode::batch && o.dispatch == DispatchMode::manual)
+    return "--handler=batch: needs --dispatch=sequential or parallel (a manual queue has no handler)";
   if (o.target != Target::uring && !o.filename.empty())
     return "--filename: needs --target=uring (the null target has no file)";
   return {};
@@ -340,6 +348,13 @@ std::string_view to_string(DispatchMode v) noexcept {
     case DispatchMode::sequential: return "sequential";
     case DispatchMode::parallel: return "parallel";
     case DispatchMode::manual: return "manual";
+  }
+  return "?";
+}
+std::string_view to_string(HandlerMode v) noexcept {
+  switch (v) {
+    case HandlerMode::request: return "request";
+    case HandlerMode::batch: return "batch";
   }
   return "?";
 }

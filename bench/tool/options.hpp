@@ -53,6 +53,9 @@ enum class RwMode : std::uint8_t { read, write, randread, randwrite, randrw };
 // whole path and the ring, without the device).
 enum class Target : std::uint8_t { null, uring, uring_nop };
 enum class DispatchMode : std::uint8_t { sequential, parallel, manual };  // ioq::DispatchType
+// request: one IoHandler call per request; batch: QueueConfig::on_batch, and
+// the run goes to the target with Target::send_batch.
+enum class HandlerMode : std::uint8_t { request, batch };
 enum class Verify : std::uint8_t { none, crc32c };
 enum class OutputFormat : std::uint8_t { normal, json, json_plus };  // json+ adds clat "bins"
 
@@ -87,6 +90,7 @@ struct Options {
   // --- ioq's own ---
   Target target = Target::null;                    // --target
   DispatchMode dispatch = DispatchMode::parallel;  // --dispatch: the queue's dispatch type
+  HandlerMode handler = HandlerMode::request;      // --handler: per request, or runs (on_batch)
   std::uint32_t cores = 1;                         // --cores: runtime cores
   std::uint32_t queues = 1;                        // --queues: queues per device
   double forward_ratio = 0.0;                      // --forward-ratio: share of requests forwarded
@@ -142,6 +146,7 @@ struct Options {
 [[nodiscard]] std::string_view to_string(RwMode v) noexcept;
 [[nodiscard]] std::string_view to_string(Target v) noexcept;
 [[nodiscard]] std::string_view to_string(DispatchMode v) noexcept;
+[[nodiscard]] std::string_view to_string(HandlerMode v) noexcept;
 [[nodiscard]] std::string_view to_string(Verify v) noexcept;
 [[nodiscard]] std::string_view to_string(OutputFormat v) noexcept;
 

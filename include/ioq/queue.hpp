@@ -38,6 +38,16 @@
 //   condition and return usage_in_handler when called from a handler of the
 //   same queue (they would never return).
 //
+// Batches
+//   A queue configured with on_batch instead of the per-type handlers is given
+//   its requests in runs: those that arrive together (a Device::submit_batch
+//   delivered at once) come in calls of up to 64, in submission order; a
+//   request the dispatch loop takes from the queue comes alone. Each request of a run is
+//   presented and driver-owned exactly as if an IoHandler had received it;
+//   the call only saves the per-request call, so that a handler that sends
+//   to a target can hand it the whole run (Target::send_batch). Zero-length
+//   reads and writes are completed before the call unless allow_zero_length.
+//
 // Re-entrancy
 //   A completion inside a handler never runs the next handler nested; the
 //   dispatch that called the handler delivers it after the handler returns. A
@@ -58,6 +68,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 
 #include <ioq/packet.hpp>
 #include <ioq/request.hpp>
@@ -67,6 +78,9 @@
 namespace ioq {
 
 using IoHandler = void (*)(Queue& queue, Request request);
+// A run of requests presented together (see Batches above): the driver owns
+// each of them on entry. The span is valid during the call only.
+using BatchHandler = void (*)(Queue& queue, std::span<const Request> requests);
 using StopHandler = void (*)(Queue& queue, Request request, std::uint32_t stop_flags);
 using ResumeHandler = void (*)(Queue& queue, Request request);
 using CanceledOnQueueHandler = void (*)(Queue& queue, Request request);
@@ -90,6 +104,9 @@ struct QueueConfig {
   IoHandler on_device_control = nullptr;
   IoHandler on_internal_device_control = nullptr;
   IoHandler on_default = nullptr;  // every type without a specific handler
+  // Every type, in runs (see Batches above), instead of the five above: set
+  // this or those (both: invalid_parameter). Sequential and parallel queues.
+  BatchHandler on_batch = nullptr;
   StopHandler on_stop = nullptr;
   ResumeHandler on_resume = nullptr;
   CanceledOnQueueHandler on_canceled_on_queue = nullptr;

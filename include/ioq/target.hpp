@@ -15,13 +15,16 @@
 //       never failed for lack of ring space.
 //
 // Threads
-//   send() from any thread; a per-core target serves the calling thread's
+//   send() and send_batch() from any thread; a per-core target serves the calling thread's
 //   core (Runtime::current_core()), or core 0 for threads serving none.
 //
 // Memory ordering
 //   As for completion (ioq/request.hpp): the packet's callback sees what the
 //   target wrote before completing.
 #pragma once
+
+#include <cstddef>
+#include <span>
 
 #include <ioq/request.hpp>
 #include <ioq/status.hpp>
@@ -34,6 +37,21 @@ class Target {
   // Takes over `request` (driver-owned, not cancelable). success: the target
   // completes it later; anything else: the request is still the caller's.
   virtual Status send(Request request) noexcept = 0;
+  // send() for each request of a run, in order, stopping at the first one
+  // refused. Returns how many were taken over: requests.size(), or the index
+  // of the refused request, whose status goes to *refused when it is not
+  // null; that request and those after it are still the caller's. A target
+  // that amortizes per-call work over a run (one ring lookup, one capacity
+  // check) overrides it; this one calls send() for each.
+  virtual std::size_t send_batch(std::span<const Request> requests, Status* refused) noexcept {
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      if (const Status s = send(requests[i]); s != Status::success) {
+        if (refused != nullptr) *refused = s;
+        return i;
+      }
+    }
+    return requests.size();
+  }
   [[nodiscard]] virtual const char* name() const noexcept = 0;
 };
 

@@ -67,8 +67,10 @@
 //   publishes to the packet's callback as for any request.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #include <ioq/request.hpp>
@@ -131,6 +133,7 @@ class UringTarget final : public Target {
   ~UringTarget() override;
 
   Status send(Request request) noexcept override;
+  std::size_t send_batch(std::span<const Request> requests, Status* refused) noexcept override;
   [[nodiscard]] const char* name() const noexcept override { return "uring"; }
 
   [[nodiscard]] const UringTargetInfo& info() const noexcept;

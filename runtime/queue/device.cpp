@@ -115,8 +115,11 @@ Result<Queue*> DeviceImpl::create_queue_impl(const QueueConfig& c) {
     return fail(Status::invalid_parameter, "create_queue: unknown dispatch type");
   if (c.execution != ExecutionLevel::dispatch && c.execution != ExecutionLevel::passive)
     return fail(Status::invalid_parameter, "create_queue: unknown execution level");
-  const bool has_io_handler = c.on_read || c.on_write || c.on_device_control ||
-                              c.on_internal_device_control || c.on_default;
+  const bool has_type_handler =
+      c.on_read || c.on_write || c.on_device_control || c.on_internal_device_control || c.on_default;
+  const bool has_io_handler = has_type_handler || c.on_batch;
+  if (has_type_handler && c.on_batch)
+    return fail(Status::invalid_parameter, "create_queue: on_batch replaces the per-type handlers; set one or the other");
   if (c.dispatch == DispatchType::manual && has_io_handler)
     return fail(Status::invalid_parameter, "create_queue: a manual queue takes no I/O handler");
   if (c.dispatch != DispatchType::manual && !has_io_handler)

@@ -254,6 +254,9 @@ class QueueImpl final : public Queue {
   void enter_loop() noexcept;  // with a loop slot held: run here, or on the arena
   // r owned, D counted, kPresented counted by the caller (once per batch).
   void present(RequestImpl* r, std::uint64_t w) noexcept;
+  // present() for n requests to an on_batch queue: one call per run (the
+  // word of a lone first request as run_loop_with was given it).
+  void present_batch(RequestImpl* const* rs, std::size_t n, std::uint64_t first_word) noexcept;
   void run_events() noexcept;
   // Queues a callback for r's incarnation `gen` (which only the loop moves on).
   void push_event(RequestImpl* r, EventKind kind, std::uint32_t gen) noexcept;

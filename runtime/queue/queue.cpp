@@ -117,7 +117,7 @@ void QueueImpl::fan_out_fired(Queue&, void* ctx) {
 }
 
 bool QueueImpl::has_handler_for(RequestType t) const noexcept {
-  if (is_manual()) return true;
+  if (is_manual() || cfg_.on_batch != nullptr) return true;
   const auto i = static_cast<std::size_t>(t);
   return (i < kRequestTypeCount ? handlers_[i] : cfg_.on_default) != nullptr;  // what present() calls
 }
@@ -637,9 +637,12 @@ void QueueImpl::run_loop_with(RequestImpl* const* firsts, std::size_t n, std::ui
     // deliver() for each, with the deferral set up once for the whole batch.
     const DeferredRelease saved = t_defer;
     t_defer = DeferredRelease{this, 0};
-    for (std::size_t i = 0; i < n; ++i) present(firsts[i], first_word_of(i));
+    if (cfg_.on_batch != nullptr) present_batch(firsts, n, first_word);
+    else for (std::size_t i = 0; i < n; ++i) present(firsts[i], first_word_of(i));
     pending = t_defer.sub;
     t_defer = saved;
+  } else if (cfg_.on_batch != nullptr) {
+    present_batch(firsts, n, first_word);
   } else {
     for (std::size_t i = 0; i < n; ++i) present(firsts[i], first_word_of(i));
   }
@@ -786,11 +789,36 @@ bool QueueImpl::complete_zero_length(RequestImpl* r, std::uint64_t w) noexcept {
   // packet's since: that one goes to on_default).
   const auto type = static_cast<std::size_t>(r->packet.load(std::memory_order_relaxed)->type);
   const IoHandler h = type < kRequestTypeCount ? handlers_[type] : cfg_.on_default;
-  if (h == nullptr) {
-    complete_owned(r, w, Status::invalid_device_request);
+  if (h == nullptr) [[unlikely]] {
+    if (cfg_.on_batch != nullptr) {
+      const Request one(r->handle_for(w));
+      cfg_.on_batch(facade(), std::span<const Request>(&one, 1));
+    } else {
+      complete_owned(r, w, Status::invalid_device_request);
+    }
     return;
   }
   h(facade(), Request(r->handle_for(w)));
+}
+
+void QueueImpl::present_batch(RequestImpl* const* rs, std::size_t n, std::uint64_t first_word) noexcept {
+  // Runs of up to kRun, their handles in raw stack storage constructed as
+  // filled (no zeroing of a whole run per call).
+  constexpr std::size_t kRun = 64;
+  alignas(Request) std::byte storage[kRun * sizeof(Request)];
+  auto* run = reinterpret_cast<Request*>(storage);
+  std::size_t k = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    RequestImpl* r = rs[i];
+    const std::uint64_t w = n == 1 && first_word != 0 ? first_word : r->word().load(std::memory_order_relaxed);
+    if (complete_zero_length(r, w)) continue;
+    new (&run[k++]) Request(r->handle_for(w));
+    if (k == kRun) {
+      cfg_.on_batch(facade(), std::span<const Request>(run, k));
+      k = 0;
+    }
+  }
+  if (k != 0) cfg_.on_batch(facade(), std::span<const Request>(run, k));
 }
 
 void QueueImpl::complete_owned(RequestImpl* r, std::uint64_t w, Status status) noexcept {

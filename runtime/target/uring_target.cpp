@@ -170,6 +170,11 @@ struct UringTarget::Impl {
   void launch(Ring& r, Request rq, RequestImpl* ri, std::uint64_t w, const Packet& p, OpKind kind) noexcept;
   void pump(Ring& r) noexcept;
   void enqueue(Ring& r, RequestImpl* ri) noexcept;
+  // send() and send_batch(): n requests in order, on the caller's ring, or
+  // handed to core 0 from a thread with none (own_ring() null).
+  std::size_t send_run(const Request* rqs, std::size_t n, Status* refused) noexcept;
+  Ring* own_ring() noexcept;
+  void send_foreign(RequestImpl* ri) noexcept;
   // The calling thread may touch r (it is the core's server, or no server is known).
   static bool serves(const Ring& r) noexcept {
     return r.server == std::thread::id{} || r.server == std::this_thread::get_id();
@@ -627,40 +632,64 @@ namespace {
 // prep() out of line, for the rarer paths (a retry, a short transfer's rest).
 void UringTarget::Impl::issue(Op& op) noexcept { prep(op); }
 
-Status UringTarget::send(Request request) noexcept {
-  Impl& im = *impl_;
-  std::uint64_t w = 0;
-  RequestImpl* ri = lookup(request.handle(), w);
-  if (ri == nullptr || !detail::handle_is_live(request.handle(), w)) return Status::invalid_handle;
+// The caller's ring, or nullptr for a thread that serves no core of this
+// runtime. A thread that claims a core but is not its reactor (a binding left
+// over from bind_thread on a runtime since destroyed, whose Impl's address the
+// new one reuses) is a foreign thread: touching the ring from it would race
+// the reactor, and with SINGLE_ISSUER enabling it there would take the ring
+// away from the reactor for good.
+[[gnu::always_inline]] inline UringTarget::Impl::Ring* UringTarget::Impl::own_ring() noexcept {
   // The calling thread's core, kNoCore (>= any ring count) when it serves none.
-  const std::uint32_t core = detail::t_binding.runtime == im.runtime_id ? detail::t_binding.core : kNoCore;
-  // A thread that claims a core but is not its reactor (a binding left over
-  // from bind_thread on a runtime since destroyed, whose Impl's address the
-  // new one reuses) is a foreign thread: touching the ring from it would race
-  // the reactor, and with SINGLE_ISSUER enabling it there would take the
-  // ring away from the reactor for good.
-  if (core >= im.ring_of_core.size() || !Impl::serves(*im.ring_of_core[core])) {
-    {
-      std::lock_guard lock(im.foreign_mu);
-      append(im.foreign_head, im.foreign_tail, ri);
+  const std::uint32_t core = detail::t_binding.runtime == runtime_id ? detail::t_binding.core : kNoCore;
+  if (core >= ring_of_core.size() || !serves(*ring_of_core[core])) return nullptr;
+  Ring* r = ring_of_core[core];
+  if (!r->enabled) enable(*r);
+  return r;
+}
+
+void UringTarget::Impl::send_foreign(RequestImpl* ri) noexcept {
+  {
+    std::lock_guard lock(foreign_mu);
+    append(foreign_head, foreign_tail, ri);
+  }
+  // One task in the mailbox at a time; it clears the flag before it takes
+  // the list, so a request appended after the take posts it again.
+  if (!foreign_posted.exchange(true, std::memory_order_acq_rel)) rt->post(0, foreign_task);
+}
+
+[[gnu::always_inline]] inline std::size_t UringTarget::Impl::send_run(const Request* rqs, std::size_t n,
+                                                                     Status* refused) noexcept {
+  Ring* const r = own_ring();
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint64_t w = 0;
+    RequestImpl* ri = lookup(rqs[i].handle(), w);
+    if (ri == nullptr || !detail::handle_is_live(rqs[i].handle(), w)) [[unlikely]] {
+      if (refused != nullptr) *refused = Status::invalid_handle;
+      return i;
     }
-    // One task in the mailbox at a time; it clears the flag before it takes
-    // the list, so a request appended after the take posts it again.
-    if (!im.foreign_posted.exchange(true, std::memory_order_acq_rel)) im.rt->post(0, im.foreign_task);
-    return Status::success;
+    if (r == nullptr) [[unlikely]] {
+      send_foreign(ri);
+    } else if (r->free_n.load(std::memory_order_relaxed) == 0 || r->wait_head != nullptr || r->pumping) {
+      // Full (or others are waiting already): the request waits its turn, in
+      // order; it never fails for lack of a slot.
+      bump(r->waited);
+      enqueue(*r, ri);
+      pump(*r);
+    } else {
+      start(*r, rqs[i], ri, w);
+    }
   }
-  Impl::Ring& r = *im.ring_of_core[core];
-  if (!r.enabled) im.enable(r);
-  if (r.free_n.load(std::memory_order_relaxed) == 0 || r.wait_head != nullptr || r.pumping) {
-    // Full (or others are waiting already): the request waits its turn, in
-    // order; it never fails for lack of a slot.
-    bump(r.waited);
-    im.enqueue(r, ri);
-    im.pump(r);
-    return Status::success;
-  }
-  im.start(r, request, ri, w);
-  return Status::success;
+  return n;
+}
+
+Status UringTarget::send(Request request) noexcept {
+  Status refused = Status::success;
+  (void)impl_->send_run(&request, 1, &refused);
+  return refused;
+}
+
+std::size_t UringTarget::send_batch(std::span<const Request> requests, Status* refused) noexcept {
+  return impl_->send_run(requests.data(), requests.size(), refused);
 }
 
 // ---- completion ---------------------------------------------------------
