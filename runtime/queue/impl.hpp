@@ -256,7 +256,10 @@ class QueueImpl final : public Queue {
   void present(RequestImpl* r, std::uint64_t w) noexcept;
   // present() for n requests to an on_batch queue: one call per run (the
   // word of a lone first request as run_loop_with was given it).
-  void present_batch(RequestImpl* const* rs, std::size_t n, std::uint64_t first_word) noexcept;
+  [[gnu::noinline]] void present_batch(RequestImpl* const* rs, std::size_t n, std::uint64_t first_word) noexcept;
+  // present() for a type with no IoHandler: the batch handler, given r alone,
+  // or invalid_device_request.
+  [[gnu::noinline]] void present_without_type_handler(RequestImpl* r, std::uint64_t w) noexcept;
   void run_events() noexcept;
   // Queues a callback for r's incarnation `gen` (which only the loop moves on).
   void push_event(RequestImpl* r, EventKind kind, std::uint32_t gen) noexcept;

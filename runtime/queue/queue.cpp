@@ -790,15 +790,20 @@ bool QueueImpl::complete_zero_length(RequestImpl* r, std::uint64_t w) noexcept {
   const auto type = static_cast<std::size_t>(r->packet.load(std::memory_order_relaxed)->type);
   const IoHandler h = type < kRequestTypeCount ? handlers_[type] : cfg_.on_default;
   if (h == nullptr) [[unlikely]] {
-    if (cfg_.on_batch != nullptr) {
-      const Request one(r->handle_for(w));
-      cfg_.on_batch(facade(), std::span<const Request>(&one, 1));
-    } else {
-      complete_owned(r, w, Status::invalid_device_request);
-    }
+    present_without_type_handler(r, w);
     return;
   }
   h(facade(), Request(r->handle_for(w)));
+}
+
+// Out of line, so that the per-type dispatch above keeps its shape.
+void QueueImpl::present_without_type_handler(RequestImpl* r, std::uint64_t w) noexcept {
+  if (cfg_.on_batch != nullptr) {
+    const Request one(r->handle_for(w));
+    cfg_.on_batch(facade(), std::span<const Request>(&one, 1));
+  } else {
+    complete_owned(r, w, Status::invalid_device_request);
+  }
 }
 
 void QueueImpl::present_batch(RequestImpl* const* rs, std::size_t n, std::uint64_t first_word) noexcept {
