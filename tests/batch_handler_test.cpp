@@ -5,8 +5,16 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <random>
 #include <span>
+#include <thread>
 #include <vector>
 
 #include "queue_harness.hpp"
@@ -219,6 +227,237 @@ TEST(BatchHandler, DefaultSendBatchTakesARunAndStopsAtTheFirstRefusedRequest) {
   EXPECT_EQ(t.send_batch(std::span<const Request>(run).subspan(3), nullptr), 3u);
   ps.expect_all_completed_once();
   EXPECT_EQ(ps[2].status.load(), Status::unsuccessful);
+}
+
+// Many threads at once: submitters hand the queue runs of 8 with
+// submit_batch and cancel some of their own packets; the batch handler
+// completes some requests at once and holds the rest cancelable for a
+// completer thread; a controller stops the queue synchronously and starts it
+// again, so that runs also arrive while it is stopped (and come back one at a
+// time). Every packet completes exactly once, cancelled only if its
+// submitter cancelled it.
+namespace storm {
+
+struct Slot {
+  Packet p;
+  std::atomic<int> completions{0};
+  std::atomic<bool> in_flight{false};
+  std::atomic<bool> cancel_requested{false};
+};
+struct Held {
+  Request r;
+  std::mutex m;
+  bool finished = false;
+};
+
+constexpr auto kPatience = std::chrono::seconds(10);
+std::atomic<int> g_violations{0};
+std::atomic<bool> g_abandon{false};  // something is stuck: everyone stops waiting
+std::atomic<std::uint64_t> g_runs{0}, g_run_requests{0}, g_max_run{0};
+std::mutex g_held_mu;
+std::deque<std::unique_ptr<Held>> g_held_all;
+std::deque<Held*> g_held_pending;
+
+void violation(const char* what) {
+  g_violations.fetch_add(1);
+  ADD_FAILURE() << what;
+}
+
+void on_complete(Packet& p) noexcept {
+  auto* s = static_cast<Slot*>(p.user);
+  if (s->completions.fetch_add(1) != 0) violation("a packet completed twice");
+  if (p.status == Status::cancelled && !s->cancel_requested.load()) violation("cancelled without a cancel");
+  if (p.status != Status::success && p.status != Status::cancelled) violation("an illegal completion status");
+  s->in_flight.store(false, std::memory_order_release);
+}
+
+void cancel_held(Request r, void* ctx) noexcept {
+  auto* h = static_cast<Held*>(ctx);
+  std::lock_guard lock(h->m);
+  h->finished = true;
+  if (r.complete(Status::cancelled) != Status::success) violation("cancel callback could not complete");
+}
+
+void batch_handler(Queue&, std::span<const Request> run) {
+  g_runs.fetch_add(1);
+  g_run_requests.fetch_add(run.size());
+  std::uint64_t m = g_max_run.load();
+  while (run.size() > m && !g_max_run.compare_exchange_weak(m, run.size())) {
+  }
+  thread_local std::mt19937 rng{std::random_device{}()};
+  for (const Request r : run) {
+    if (rng() % 2 == 0) {
+      if (r.complete(Status::success, r.length()) != Status::success) violation("complete failed");
+      continue;
+    }
+    Held* h;
+    {
+      std::lock_guard lock(g_held_mu);
+      h = g_held_all.emplace_back(std::make_unique<Held>()).get();
+      h->r = r;
+    }
+    std::lock_guard hl(h->m);
+    const Status s = r.mark_cancelable(cancel_held, h);
+    if (s == Status::cancelled) {
+      // Canceled before the mark: the driver completes it.
+      h->finished = true;
+      if (r.complete(Status::cancelled) != Status::success) violation("complete after a refused mark failed");
+      continue;
+    }
+    if (s != Status::success) violation("mark_cancelable failed");
+    std::lock_guard lock(g_held_mu);
+    g_held_pending.push_back(h);
+  }
+}
+
+}  // namespace storm
+
+TEST(BatchHandler, RunsSubmittedCancelledAndStoppedFromManyThreadsCompleteExactlyOnce) {
+  using namespace storm;
+#if defined(IOQ_SANITIZED)
+  constexpr int kBatches = 300;
+#else
+  constexpr int kBatches = 3000;
+#endif
+  constexpr int kSubmitters = 3, kRun = 8, kSlots = 4 * kRun;
+  auto dev = test::make_device({.max_requests = 1024});
+  QueueConfig qc{.dispatch = DispatchType::parallel, .default_queue = true};
+  qc.on_batch = batch_handler;
+  Queue* q = test::make_queue(*dev, qc);
+  ASSERT_EQ(dev->start(), Status::success);
+
+  std::atomic<int> submitters_left{kSubmitters};
+  std::atomic<bool> stop_helpers{false};
+  std::vector<std::unique_ptr<std::array<Slot, kSlots>>> slots;
+  for (int t = 0; t < kSubmitters; ++t) slots.push_back(std::make_unique<std::array<Slot, kSlots>>());
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kSubmitters; ++t) {
+    threads.emplace_back([&, t] {
+      auto& mine = *slots[t];
+      std::mt19937 rng(static_cast<unsigned>(t) + 1);
+      for (int b = 0; b < kBatches; ++b) {
+        // The next kRun slots, once all of them are free again.
+        Slot* run = &mine[static_cast<std::size_t>((b * kRun) % kSlots)];
+        const auto deadline = std::chrono::steady_clock::now() + kPatience;
+        for (int i = 0; i < kRun && !g_abandon.load(); ++i) {
+          while (run[i].in_flight.load(std::memory_order_acquire)) {
+            if (std::chrono::steady_clock::now() > deadline) {
+              violation("a packet stayed in flight for 10 s");
+              g_abandon = true;
+              break;
+            }
+            if (rng() % 8 == 0) {
+              run[i].cancel_requested = true;
+              (void)dev->cancel(run[i].p);
+            }
+            std::this_thread::yield();
+          }
+        }
+        if (g_abandon.load()) break;
+        std::array<Packet*, kRun> ptrs{};
+        for (int i = 0; i < kRun; ++i) {
+          Slot& s = run[i];
+          if (b >= kSlots / kRun && s.completions.exchange(0) != 1) violation("a slot's packet did not complete once");
+          s.p = Packet{};
+          s.p.type = i % 2 == 0 ? RequestType::read : RequestType::write;
+          s.p.length = 512;
+          s.p.on_complete = on_complete;
+          s.p.user = &s;
+          s.cancel_requested = false;
+          s.in_flight.store(true, std::memory_order_release);
+          ptrs[static_cast<std::size_t>(i)] = &s.p;
+        }
+        if (dev->submit_batch(ptrs.data(), ptrs.size()) != Status::pending) violation("submit_batch refused");
+        if (rng() % 4 == 0) {
+          Slot& s = run[rng() % kRun];
+          s.cancel_requested = true;
+          (void)dev->cancel(s.p);
+        }
+      }
+      submitters_left.fetch_sub(1);
+    });
+  }
+  // Completer: finishes held requests unless their cancel callback won.
+  threads.emplace_back([&] {
+    while (!stop_helpers.load()) {
+      Held* h = nullptr;
+      {
+        std::lock_guard lock(g_held_mu);
+        if (!g_held_pending.empty()) {
+          h = g_held_pending.front();
+          g_held_pending.pop_front();
+        }
+      }
+      if (h == nullptr) {
+        std::this_thread::yield();
+        continue;
+      }
+      std::lock_guard hl(h->m);
+      if (h->finished) continue;
+      const Status u = h->r.unmark_cancelable();
+      if (u == Status::success) {
+        h->finished = true;
+        if (h->r.complete(Status::success) != Status::success) violation("held request would not complete");
+      } else if (u != Status::cancelled) {
+        violation("unmark_cancelable gave an unexpected status");
+      }
+    }
+  });
+  // Controller: stop (waiting for the driver's requests) and start again.
+  threads.emplace_back([&] {
+    // stop() with a callback and a bounded wait (stop_synchronously's
+    // condition), so that a lost request fails the test instead of hanging it.
+    while (submitters_left.load() > 0 && !g_abandon.load()) {
+      auto stopped = std::make_unique<std::atomic<bool>>(false);
+      if (q->stop([](Queue&, void* c) { static_cast<std::atomic<bool>*>(c)->store(true); }, stopped.get()) !=
+          Status::success)
+        violation("stop failed");
+      const auto deadline = std::chrono::steady_clock::now() + kPatience;
+      while (!stopped->load()) {
+        if (std::chrono::steady_clock::now() > deadline) {
+          violation("a stop did not finish in 10 s");
+          g_abandon = true;
+          (void)stopped.release();  // its callback may still fire: the flag stays
+          return;
+        }
+        std::this_thread::yield();
+      }
+      if (q->start() != Status::success) violation("start failed");
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  for (int t = 0; t < kSubmitters; ++t) threads[static_cast<std::size_t>(t)].join();
+  threads[kSubmitters + 1].join();  // the controller, which leaves the queue started
+  const bool settled = test::wait_until([&] {
+    for (auto& m : slots)
+      for (Slot& s : *m)
+        if (s.in_flight.load(std::memory_order_acquire)) return false;
+    return true;
+  });
+  stop_helpers = true;
+  threads[kSubmitters].join();
+  if (g_abandon.load() || !settled) {
+    // Requests are stuck in the device: leak it rather than wait in its
+    // destructor (the slots and the stop flag stay with it).
+    ADD_FAILURE() << "some packets never completed";
+    (void)dev.release();
+    (void)new std::vector<std::unique_ptr<std::array<Slot, kSlots>>>(std::move(slots));
+    return;
+  }
+  for (auto& m : slots)
+    for (Slot& s : *m) EXPECT_EQ(s.completions.load(), 1);
+  EXPECT_EQ(g_violations.load(), 0);
+  EXPECT_LE(g_run_requests.load(), std::uint64_t{kSubmitters} * kBatches * kRun)
+      << "no request reached the handler twice (one cancelled while queued never reaches it)";
+  EXPECT_GT(g_max_run.load(), 1u) << "some runs came whole";
+  const QueueState st = q->get_state();
+  EXPECT_EQ(st.queued, 0u);
+  EXPECT_EQ(st.driver_owned, 0u);
+  EXPECT_EQ(dev->stats().free_requests, 1024u);
+  EXPECT_EQ(dev->verifier().total(), 0u) << "no usage error";
+  std::lock_guard lock(g_held_mu);
+  g_held_pending.clear();
+  g_held_all.clear();
 }
 
 }  // namespace
