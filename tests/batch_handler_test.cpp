@@ -315,9 +315,9 @@ void batch_handler(Queue&, std::span<const Request> run) {
 TEST(BatchHandler, RunsSubmittedCancelledAndStoppedFromManyThreadsCompleteExactlyOnce) {
   using namespace storm;
 #if defined(IOQ_SANITIZED)
-  constexpr int kBatches = 300;
+  constexpr int kBatches = 2000;
 #else
-  constexpr int kBatches = 3000;
+  constexpr int kBatches = 20000;
 #endif
   constexpr int kSubmitters = 3, kRun = 8, kSlots = 4 * kRun;
   auto dev = test::make_device({.max_requests = 1024});
