@@ -64,6 +64,17 @@ std::vector<Packet*> pointers(Packets& ps) {
   return out;
 }
 
+// Starts the device, submits n reads in one submit_batch to a handler that
+// keeps them (b.seen.held), and checks it got them all.
+void submit_held_run(BatchQueue& b, Packets& ps, std::size_t n) {
+  b.seen.complete = false;
+  ASSERT_EQ(b.dev->start(), Status::success);
+  for (std::size_t i = 0; i < n; ++i) ps.make(RequestType::read);
+  const std::vector<Packet*> all = pointers(ps);
+  ASSERT_EQ(b.dev->submit_batch(all.data(), all.size()), Status::pending);
+  ASSERT_EQ(b.seen.held.size(), n);
+}
+
 TEST(BatchHandler, ASubmitBatchArrivesInOneCallInSubmissionOrder) {
   BatchQueue b;
   ASSERT_EQ(b.dev->start(), Status::success);
@@ -95,13 +106,8 @@ TEST(BatchHandler, ALongRunComesInCallsOfAtMost64InOrder) {
 
 TEST(BatchHandler, TheHandlerOwnsEveryRequestOfItsRunAndEachIsCountedPresented) {
   BatchQueue b;
-  b.seen.complete = false;
-  ASSERT_EQ(b.dev->start(), Status::success);
   Packets ps;
-  for (int i = 0; i < 8; ++i) ps.make(RequestType::read);
-  const std::vector<Packet*> all = pointers(ps);
-  ASSERT_EQ(b.dev->submit_batch(all.data(), all.size()), Status::pending);
-  ASSERT_EQ(b.seen.held.size(), 8u);
+  ASSERT_NO_FATAL_FAILURE(submit_held_run(b, ps, 8));
   EXPECT_EQ(b.q->get_state().driver_owned, 8u);
   EXPECT_EQ(b.q->counters().presented, 8u);
   for (const Request r : b.seen.held) EXPECT_EQ(r.queue(), b.q);
@@ -208,13 +214,8 @@ class CountingTarget final : public Target {
 
 TEST(BatchHandler, DefaultSendBatchTakesARunAndStopsAtTheFirstRefusedRequest) {
   BatchQueue b;
-  b.seen.complete = false;
-  ASSERT_EQ(b.dev->start(), Status::success);
   Packets ps;
-  for (int i = 0; i < 6; ++i) ps.make(RequestType::read);
-  const std::vector<Packet*> all = pointers(ps);
-  ASSERT_EQ(b.dev->submit_batch(all.data(), all.size()), Status::pending);
-  ASSERT_EQ(b.seen.held.size(), 6u);
+  ASSERT_NO_FATAL_FAILURE(submit_held_run(b, ps, 6));
   CountingTarget t;
   std::vector<Request> run(b.seen.held.begin(), b.seen.held.end());
   // The third is a request already completed: refused, the rest not tried.
@@ -244,24 +245,17 @@ struct Slot {
   std::atomic<bool> in_flight{false};
   std::atomic<bool> cancel_requested{false};
 };
-struct Held {
-  Request r;
-  std::mutex m;
-  bool finished = false;
-};
 
 constexpr auto kPatience = std::chrono::seconds(10);
 std::atomic<int> g_violations{0};
 std::atomic<bool> g_abandon{false};  // something is stuck: everyone stops waiting
 std::atomic<std::uint64_t> g_runs{0}, g_run_requests{0}, g_max_run{0};
-std::mutex g_held_mu;
-std::deque<std::unique_ptr<Held>> g_held_all;
-std::deque<Held*> g_held_pending;
 
 void violation(const char* what) {
   g_violations.fetch_add(1);
   ADD_FAILURE() << what;
 }
+test::HeldRequests g_held(violation);
 
 void on_complete(Packet& p) noexcept {
   auto* s = static_cast<Slot*>(p.user);
@@ -269,13 +263,6 @@ void on_complete(Packet& p) noexcept {
   if (p.status == Status::cancelled && !s->cancel_requested.load()) violation("cancelled without a cancel");
   if (p.status != Status::success && p.status != Status::cancelled) violation("an illegal completion status");
   s->in_flight.store(false, std::memory_order_release);
-}
-
-void cancel_held(Request r, void* ctx) noexcept {
-  auto* h = static_cast<Held*>(ctx);
-  std::lock_guard lock(h->m);
-  h->finished = true;
-  if (r.complete(Status::cancelled) != Status::success) violation("cancel callback could not complete");
 }
 
 void batch_handler(Queue&, std::span<const Request> run) {
@@ -290,23 +277,13 @@ void batch_handler(Queue&, std::span<const Request> run) {
       if (r.complete(Status::success, r.length()) != Status::success) violation("complete failed");
       continue;
     }
-    Held* h;
-    {
-      std::lock_guard lock(g_held_mu);
-      h = g_held_all.emplace_back(std::make_unique<Held>()).get();
-      h->r = r;
-    }
-    std::lock_guard hl(h->m);
-    const Status s = r.mark_cancelable(cancel_held, h);
+    const Status s = g_held.hold(r);
     if (s == Status::cancelled) {
       // Canceled before the mark: the driver completes it.
-      h->finished = true;
       if (r.complete(Status::cancelled) != Status::success) violation("complete after a refused mark failed");
-      continue;
+    } else if (s != Status::success) {
+      violation("mark_cancelable failed");
     }
-    if (s != Status::success) violation("mark_cancelable failed");
-    std::lock_guard lock(g_held_mu);
-    g_held_pending.push_back(h);
   }
 }
 
@@ -378,31 +355,7 @@ TEST(BatchHandler, RunsSubmittedCancelledAndStoppedFromManyThreadsCompleteExactl
     });
   }
   // Completer: finishes held requests unless their cancel callback won.
-  threads.emplace_back([&] {
-    while (!stop_helpers.load()) {
-      Held* h = nullptr;
-      {
-        std::lock_guard lock(g_held_mu);
-        if (!g_held_pending.empty()) {
-          h = g_held_pending.front();
-          g_held_pending.pop_front();
-        }
-      }
-      if (h == nullptr) {
-        std::this_thread::yield();
-        continue;
-      }
-      std::lock_guard hl(h->m);
-      if (h->finished) continue;
-      const Status u = h->r.unmark_cancelable();
-      if (u == Status::success) {
-        h->finished = true;
-        if (h->r.complete(Status::success) != Status::success) violation("held request would not complete");
-      } else if (u != Status::cancelled) {
-        violation("unmark_cancelable gave an unexpected status");
-      }
-    }
-  });
+  threads.emplace_back([&] { g_held.run_completer(stop_helpers); });
   // Controller: stop (waiting for the driver's requests) and start again.
   threads.emplace_back([&] {
     // stop() with a callback and a bounded wait (stop_synchronously's
@@ -455,9 +408,7 @@ TEST(BatchHandler, RunsSubmittedCancelledAndStoppedFromManyThreadsCompleteExactl
   EXPECT_EQ(st.driver_owned, 0u);
   EXPECT_EQ(dev->stats().free_requests, 1024u);
   EXPECT_EQ(dev->verifier().total(), 0u) << "no usage error";
-  std::lock_guard lock(g_held_mu);
-  g_held_pending.clear();
-  g_held_all.clear();
+  g_held.clear();
 }
 
 }  // namespace

@@ -58,6 +58,87 @@ class Packets {
   std::deque<std::unique_ptr<TrackedPacket>> pool_;
 };
 
+// Requests a handler holds cancelable, each finished later by whichever
+// comes first: a completer thread (finish_one: unmark, complete success) or
+// its cancel callback (complete cancelled). `report` is called with a
+// description of anything unexpected.
+class HeldRequests {
+ public:
+  using Report = void (*)(const char* what);
+  explicit HeldRequests(Report report) : report_(report) {}
+
+  // From a handler that owns r: marks it cancelable and queues it for the
+  // completer. Returns mark_cancelable's status.
+  Status hold(Request r) {
+    Held* h;
+    {
+      std::lock_guard lock(mu_);
+      h = all_.emplace_back(std::make_unique<Held>()).get();
+      h->owner = this;
+      h->r = r;
+    }
+    std::lock_guard hl(h->m);
+    const Status s = r.mark_cancelable(&HeldRequests::cancelled, h);
+    if (s == Status::success) {
+      std::lock_guard lock(mu_);
+      pending_.push_back(h);
+    }
+    return s;
+  }
+
+  // Finishes the oldest held request; false when none was waiting.
+  bool finish_one() {
+    Held* h = nullptr;
+    {
+      std::lock_guard lock(mu_);
+      if (pending_.empty()) return false;
+      h = pending_.front();
+      pending_.pop_front();
+    }
+    std::lock_guard hl(h->m);
+    if (h->finished) return true;
+    const Status u = h->r.unmark_cancelable();
+    if (u == Status::success) {
+      h->finished = true;
+      if (h->r.complete(Status::success) != Status::success) report_("held request would not complete");
+    } else if (u != Status::cancelled) {
+      report_("unmark_cancelable gave an unexpected status");
+    }
+    return true;
+  }
+
+  // The completer thread's loop, until `stop`.
+  void run_completer(const std::atomic<bool>& stop) {
+    while (!stop.load())
+      if (!finish_one()) std::this_thread::yield();
+  }
+
+  void clear() {
+    std::lock_guard lock(mu_);
+    pending_.clear();
+    all_.clear();
+  }
+
+ private:
+  struct Held {
+    HeldRequests* owner = nullptr;
+    Request r;
+    std::mutex m;
+    bool finished = false;
+  };
+  static void cancelled(Request r, void* ctx) noexcept {
+    auto* h = static_cast<Held*>(ctx);
+    std::lock_guard lock(h->m);
+    h->finished = true;
+    if (r.complete(Status::cancelled) != Status::success) h->owner->report_("cancel callback could not complete");
+  }
+
+  Report report_;
+  std::mutex mu_;
+  std::deque<std::unique_ptr<Held>> all_;  // owns every entry until clear()
+  std::deque<Held*> pending_;
+};
+
 // Records named events in order, from any thread.
 class Events {
  public:

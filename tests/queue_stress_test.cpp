@@ -32,6 +32,8 @@
 #include <thread>
 #include <vector>
 
+#include "queue_harness.hpp"
+
 namespace ioq {
 namespace {
 
@@ -98,21 +100,7 @@ void on_complete(Packet& p) noexcept {
 
 // Requests held cancelable by the parallel queue's handler, finished later by
 // the completer thread or by their cancel callback, whichever wins.
-struct Held {
-  Request r;
-  std::mutex m;
-  bool finished = false;
-};
-std::mutex g_held_mu;
-std::deque<std::unique_ptr<Held>> g_held_all;  // owns every entry until the end
-std::deque<Held*> g_held_pending;
-
-void cancel_held(Request r, void* ctx) noexcept {
-  auto* h = static_cast<Held*>(ctx);
-  std::lock_guard lock(h->m);
-  h->finished = true;
-  if (r.complete(Status::cancelled) != Status::success) violation("cancel callback could not complete");
-}
+test::HeldRequests g_held(violation);
 
 Queue* g_manual = nullptr;
 
@@ -131,18 +119,8 @@ void parallel_handler(Queue&, Request r) {
       violation("forward failed with an unexpected status");
       (void)r.complete(Status::success);
     }
-  } else {
-    Held* h;
-    {
-      std::lock_guard lock(g_held_mu);
-      h = g_held_all.emplace_back(std::make_unique<Held>()).get();
-      h->r = r;
-    }
-    std::lock_guard hl(h->m);
-    const Status s = r.mark_cancelable(cancel_held, h);
-    if (s != Status::success) violation("mark_cancelable failed");
-    std::lock_guard lock(g_held_mu);
-    g_held_pending.push_back(h);
+  } else if (g_held.hold(r) != Status::success) {
+    violation("mark_cancelable failed");
   }
 }
 
@@ -169,8 +147,7 @@ class QueueStress : public ::testing::Test {
     g_completions = 0;
     g_slot_busy = 0;
     for (auto& c : g_by_status) c = 0;
-    g_held_all.clear();
-    g_held_pending.clear();
+    g_held.clear();
   }
 };
 
@@ -266,31 +243,7 @@ TEST_F(QueueStress, StressLedgerExactlyOnceWithLegalStatuses) {
   });
 
   // Completer: finishes held cancelable requests.
-  threads.emplace_back([&] {
-    while (!stop_helpers.load()) {
-      Held* h = nullptr;
-      {
-        std::lock_guard lock(g_held_mu);
-        if (!g_held_pending.empty()) {
-          h = g_held_pending.front();
-          g_held_pending.pop_front();
-        }
-      }
-      if (h == nullptr) {
-        std::this_thread::yield();
-        continue;
-      }
-      std::lock_guard hl(h->m);
-      if (h->finished) continue;
-      const Status u = h->r.unmark_cancelable();
-      if (u == Status::success) {
-        h->finished = true;
-        if (h->r.complete(Status::success) != Status::success) violation("held request would not complete");
-      } else if (u != Status::cancelled) {
-        violation("unmark_cancelable gave an unexpected status");
-      }
-    }
-  });
+  threads.emplace_back([&] { g_held.run_completer(stop_helpers); });
 
   // Controller: queue state changes while everything runs.
   std::atomic<std::uint64_t> callbacks{0};
