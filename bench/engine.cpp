@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "tool/random_map.hpp"
 #include "tool/progress.hpp"
 #include "tool/verify.hpp"
 
@@ -107,6 +108,8 @@ struct alignas(64) Core {
 
   // RunPlan::each_block_once: this core's blocks [range_lo, range_lo + range_n).
   std::uint64_t range_lo = 0, range_n = 0, next_i = 0, perm_step = 1;
+  // Random offsets without --norandommap: every block once per pass.
+  RandomBlockMap perm;
 
   // --verify on reads.
   std::uint64_t verified = 0, verify_errors = 0, first_bad_offset = 0;
@@ -408,6 +411,8 @@ EngineResult run_engine(const Options& o, const RunPlan& plan) {
     c->slots = std::make_unique<Slot[]>(per_core);
     c->free.reserve(per_core);
     c->rng = 0x2545F4914F6CDD1Dull * (k + 1);
+    c->perm.init(std::max<std::uint64_t>(1, o.size_bytes / std::max<std::uint64_t>(1, o.bs_bytes)),
+                 next_rand(c->rng));
     for (std::uint32_t i = 0; i < per_core; ++i) {
       Slot& s = c->slots[i];
       s.owner = c.get();
@@ -485,7 +490,7 @@ EngineResult run_engine(const Options& o, const RunPlan& plan) {
           s.p.type = write ? RequestType::write : RequestType::read;
           std::uint64_t block;
           if (plan.each_block_once) block = c.range_lo + (c.next_i++ * c.perm_step) % c.range_n;
-          else if (random) block = next_below(c.rng, blocks);
+          else if (random) block = o.norandommap ? next_below(c.rng, blocks) : c.perm.next();
           else {  // 0, 1, .. blocks-1, 0, ..: a wrap, not a division per request
             block = c.seq_offset;
             if (++c.seq_offset == blocks) c.seq_offset = 0;

@@ -16,6 +16,7 @@
 
 #include "tool/histogram.hpp"
 #include "tool/options.hpp"
+#include "tool/random_map.hpp"
 #include "tool/progress.hpp"
 #include "tool/report.hpp"
 #include "tool/verify.hpp"
@@ -235,6 +236,33 @@ Parsed parse(std::vector<std::string> args) {
   return p;
 }
 
+// Random offsets (the default, fio's random map): each pass of n draws
+// visits every block exactly once, pass after pass, for any n; and while the
+// map is still sparse (the first half of a pass) the order is scattered, not
+// a walk. (Late in a pass a draw often lands in a long used run and takes the
+// free block after it, as fio's map does.)
+TEST(RandomBlockMap, EachPassVisitsEveryBlockOnce) {
+  for (const std::uint64_t n : {1ull, 2ull, 3ull, 1000ull, 4096ull, 262144ull, 1000003ull}) {
+    RandomBlockMap perm;
+    perm.init(n, 0x1234567ull * n);
+    for (int pass = 0; pass < 2; ++pass) {
+      std::vector<bool> seen(n, false);
+      std::uint64_t ascending = 0, prev = 0;
+      for (std::uint64_t i = 0; i < n; ++i) {
+        const std::uint64_t b = perm.next();
+        ASSERT_LT(b, n);
+        ASSERT_FALSE(seen[b]) << "block " << b << " twice in one pass of " << n;
+        seen[b] = true;
+        if (i > 0 && i < n / 2 && b == prev + 1) ++ascending;
+        prev = b;
+      }
+      if (n >= 1000) {
+        EXPECT_LT(ascending, n / 100) << "consecutive draws mostly walk the blocks in order";
+      }
+    }
+  }
+}
+
 TEST(Options, DefaultsAreFiosAndTheBriefs) {
   const Parsed p = parse({});
   ASSERT_EQ(p.rc, -1) << p.err;
@@ -345,7 +373,7 @@ TEST(Options, OtherValuesAndFlags) {
              "--percentile_list=99.9:50:99", "--output=/tmp/r.json", "--name=job1", "--cores=2",
              "--queues=3", "--forward-ratio=0.25", "--cancel-ratio=1", "--reserved=16",
              "--prometheus", "--rwmixread=70", "--target=uring", "--fixedbufs", "--registerfiles=1",
-             "--filename=/dev/nullb0"});
+             "--filename=/dev/nullb0", "--norandommap", "--handler=batch"});
   ASSERT_EQ(p.rc, -1) << p.err;
   const Options& o = p.opts;
   EXPECT_EQ(o.iodepth, 128u);
@@ -367,6 +395,8 @@ TEST(Options, OtherValuesAndFlags) {
   EXPECT_TRUE(o.fixedbufs);
   EXPECT_TRUE(o.registerfiles);
   EXPECT_EQ(o.filename, "/dev/nullb0");
+  EXPECT_TRUE(o.norandommap);
+  EXPECT_EQ(o.handler, HandlerMode::batch);
   EXPECT_FALSE(parse({"--time_based=0"}).opts.time_based);
 }
 

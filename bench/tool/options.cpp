@@ -226,6 +226,9 @@ const Field kFields[] = {
      [](const Options& o) { return std::string(o.fixedbufs ? "1" : "0"); }, nullptr},
     {"--registerfiles", nullptr, kFio, "Registered files (--target=uring)",
      [](const Options& o) { return std::string(o.registerfiles ? "1" : "0"); }, nullptr},
+    {"--norandommap", nullptr, kFio,
+     "Random offsets drawn with repeats (default: every block once per pass, as fio's random map)",
+     [](const Options& o) { return std::string(o.norandommap ? "1" : "0"); }, nullptr},
     {"--percentile_list", "P:P:...", kFio, "Completion-latency percentiles to report",
      [](const Options& o) { return format_percentiles(o.percentile_list); },
      [](std::string_view t, Options& o) -> std::string {
@@ -287,6 +290,7 @@ bool* flag_of(std::string_view name, Options& o) {
   if (name == "--time_based") return &o.time_based;
   if (name == "--fixedbufs") return &o.fixedbufs;
   if (name == "--registerfiles") return &o.registerfiles;
+  if (name == "--norandommap") return &o.norandommap;
   if (name == "--prometheus") return &o.prometheus;
   return nullptr;
 }

@@ -82,6 +82,7 @@ struct Options {
   bool direct = true;                        // --direct: O_DIRECT (uring target)
   bool fixedbufs = false;                    // --fixedbufs: registered buffers (uring)
   bool registerfiles = false;                // --registerfiles: registered files (uring)
+  bool norandommap = false;                  // --norandommap: random blocks may repeat within a pass
   std::vector<double> percentile_list{kDefaultPercentiles.begin(),  // --percentile_list, sorted
                                       kDefaultPercentiles.end()};
   OutputFormat output_format = OutputFormat::normal;  // --output-format
