@@ -42,11 +42,12 @@
 //   A queue configured with on_batch instead of the per-type handlers is given
 //   its requests in runs: those that arrive together (a Device::submit_batch
 //   delivered at once) come in calls of up to 64, in submission order; a
-//   request the dispatch loop takes from the queue comes alone. Each request of a run is
-//   presented and driver-owned exactly as if an IoHandler had received it;
-//   the call only saves the per-request call, so that a handler that sends
-//   to a target can hand it the whole run (Target::send_batch). Zero-length
-//   reads and writes are completed before the call unless allow_zero_length.
+//   request the dispatch loop takes from the queue comes alone. Each request
+//   of a run is presented and driver-owned exactly as if an IoHandler had
+//   received it; the call only saves the per-request call, so that a handler
+//   that sends to a target can hand it the whole run (Target::send_batch).
+//   Zero-length reads and writes are completed before the call unless
+//   allow_zero_length.
 //
 // Re-entrancy
 //   A completion inside a handler never runs the next handler nested; the

@@ -15,8 +15,9 @@
 //       never failed for lack of ring space.
 //
 // Threads
-//   send() and send_batch() from any thread; a per-core target serves the calling thread's
-//   core (Runtime::current_core()), or core 0 for threads serving none.
+//   send() and send_batch() from any thread; a per-core target serves the
+//   calling thread's core (Runtime::current_core()), or core 0 for threads
+//   serving none.
 //
 // Memory ordering
 //   As for completion (ioq/request.hpp): the packet's callback sees what the
